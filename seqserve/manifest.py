@@ -1,0 +1,107 @@
+"""The manifest that describes one exported model version: `models/<task>/<version>/manifest.json`.
+
+Training writes it, the service reads it. Every file of the version is listed with its
+sha256 so that a server never runs a graph that differs from the one that was evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileEntry(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class TensorSpec(BaseModel):
+    name: str
+    dtype: str
+    # A dimension is an int when fixed, a name when dynamic (e.g. "batch").
+    shape: list[int | str]
+
+
+class GraphSpec(BaseModel):
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class DataSource(BaseModel):
+    package: str
+    version: str
+    file: str
+    sha256: str
+    license: str
+    splits: dict[str, int]
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    task: str
+    created_at: str
+    description: str = ""
+    files: dict[str, FileEntry]
+    graphs: dict[str, GraphSpec]
+    opset: int
+    torch_version: str
+    onnx_version: str
+    # How raw input becomes graph input: tokenizer file, truncation, labels...
+    preprocessing: dict[str, Any]
+    data: DataSource
+    hyperparameters: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "Manifest":
+        return cls.model_validate_json((Path(model_dir) / MANIFEST_NAME).read_text())
+
+    def save(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    def verify_files(self, model_dir: Path) -> list[str]:
+        """Return one line per listed file that is missing or whose sha256 differs (empty: all good)."""
+        problems = []
+        for name, entry in self.files.items():
+            path = Path(model_dir) / name
+            if not path.is_file():
+                problems.append(f"{name}: missing")
+            elif sha256_file(path) != entry.sha256:
+                problems.append(f"{name}: sha256 does not match the manifest")
+        return problems
+
+
+def file_entries(model_dir: Path, names: list[str]) -> dict[str, FileEntry]:
+    model_dir = Path(model_dir)
+    return {
+        name: FileEntry(sha256=sha256_file(model_dir / name), bytes=(model_dir / name).stat().st_size)
+        for name in names
+    }

@@ -1,0 +1,37 @@
+"""Sentiment model conventions shared by evaluation and the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LABELS = ("negative", "positive")  # class index -> label; training data: 0 = negative
+
+
+@dataclass(frozen=True)
+class SentimentPrediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def decode(logits: np.ndarray) -> list[SentimentPrediction]:
+    probabilities = softmax(logits.astype(np.float64))
+    predictions = []
+    for row in probabilities:
+        best = int(row.argmax())
+        predictions.append(
+            SentimentPrediction(
+                label=LABELS[best],
+                score=float(row[best]),
+                probabilities={label: float(p) for label, p in zip(LABELS, row)},
+            )
+        )
+    return predictions

@@ -1,0 +1,1 @@
+"""Data step: fetch the pinned artifact, clean, deduplicate and split. One module per task."""

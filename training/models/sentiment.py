@@ -1,0 +1,48 @@
+"""Sentiment classifier: embedding -> bidirectional LSTM -> length-aware pooling -> linear.
+
+The bidirectional layer is two unidirectional LSTMs; the backward one reads each example
+reversed within its own length (padding stays at the end), which exports to ONNX as plain
+LSTM nodes, unlike `pack_padded_sequence`. Because padding always trails, every output at a
+valid position is exactly what the example alone would give, so the readout (mean and max
+over valid positions only) does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence in [B, T, F] along time within its length; padding stays put.
+    The operation is its own inverse."""
+    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    last = lengths.unsqueeze(1) - 1
+    index = torch.where(positions <= last, last - positions, positions)
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class SentimentLSTM(nn.Module):
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, pad_id: int = 0,
+                 embedding_dropout: float = 0.25, dropout: float = 0.5, num_classes: int = 2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.forward_lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True)
+        self.backward_lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(4 * hidden_size, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """input_ids [B, T] (int64, right-padded), lengths [B] (int64, >= 1) -> logits [B, 2]."""
+        x = self.embedding_dropout(self.embedding(input_ids))
+        forward_states, _ = self.forward_lstm(x)
+        backward_reversed, _ = self.backward_lstm(reverse_within_length(x, lengths))
+        backward_states = reverse_within_length(backward_reversed, lengths)
+        states = torch.cat([forward_states, backward_states], dim=-1)  # [B, T, 2H]
+
+        valid = (torch.arange(states.shape[1], device=states.device).unsqueeze(0)
+                 < lengths.unsqueeze(1)).unsqueeze(-1)  # [B, T, 1]
+        mean = (states * valid).sum(dim=1) / lengths.unsqueeze(1).to(states.dtype)
+        peak = states.masked_fill(~valid, float("-inf")).amax(dim=1)
+        return self.classifier(self.dropout(torch.cat([mean, peak], dim=-1)))

@@ -1,0 +1,48 @@
+"""Build the word-level tokenizer from the training split only.
+
+Word level (not subword) so that pretrained word vectors can initialise the embedding.
+The normaliser lower-cases, folds accents and drops HTML line breaks, so that original-case
+paragraphs (IMDB, real users) and lower-cased tokenised sentences (Rotten Tomatoes) meet
+the same vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from seqserve.tokenization import PAD, UNK
+
+
+def _pipeline(tokenizer: Tokenizer) -> Tokenizer:
+    tokenizer.normalizer = normalizers.Sequence(
+        [
+            normalizers.Replace(Regex(r"<br\s*/?>"), " "),
+            normalizers.NFKC(),
+            normalizers.Lowercase(),
+            normalizers.NFD(),
+            normalizers.StripAccents(),
+        ]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
+def build_word_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    tokenizer = _pipeline(Tokenizer(models.WordLevel(unk_token=UNK)))
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK], show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def words(texts: Iterable[str]) -> set[str]:
+    """Every word the tokenizer's normaliser and pre-tokeniser produce for these texts."""
+    tokenizer = _pipeline(Tokenizer(models.WordLevel(unk_token=UNK)))
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    seen: set[str] = set()
+    for text in texts:
+        seen.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    return seen

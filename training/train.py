@@ -1,0 +1,226 @@
+"""Train step. Checkpoints every epoch (`last.pt`, for --resume) and keeps the best by
+validation (`best.pt`, for export); writes `training.json` with the history and timing."""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from seqserve.tokenization import TextEncoder, TruncationPolicy
+from training.data import sentiment as sentiment_data
+from training.models.sentiment import SentimentLSTM
+from training.tokenizer import build_word_tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within windows of 50 batches so each batch holds similar lengths
+    (little padding) while the order of batches stays random."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def subsample(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
+    if not count or count >= len(rows):
+        return rows
+    return random.Random(seed).sample(rows, count)
+
+
+def to_tensors(encoder: TextEncoder, sequences: list[list[int]], device: torch.device):
+    ids, lengths = encoder.pad(sequences)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)
+
+
+@torch.no_grad()
+def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[list[int]],
+                       rows: list[dict[str, Any]], device: torch.device, batch_size: int = 256) -> dict[str, float]:
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    correct: dict[str, list[int]] = {}
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        ids, lengths = to_tensors(encoder, [sequences[i] for i in batch], device)
+        predicted = model(ids, lengths).argmax(dim=-1).tolist()
+        for i, label in zip(batch, predicted):
+            correct.setdefault(rows[i]["source"], []).append(int(label == rows[i]["label"]))
+    scores = {source: sum(hits) / len(hits) for source, hits in sorted(correct.items())}
+    # Early stopping weighs both sources alike: the short sentences are a third of the data
+    # but half of what the model must be good at.
+    scores["mean_of_sources"] = sum(scores.values()) / len(scores)
+    return scores
+
+
+def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
+                    device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    settings, model_config, token_config = config["train"], config["model"], config["tokenizer"]
+    seed_everything(settings["seed"])
+    device_ = resolve_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and not last_path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {last_path}")
+
+    splits = sentiment_data.load_splits()
+    train_rows = subsample(splits["train"], settings["train_examples"], settings["seed"])
+    validation_rows = subsample(splits["validation"], settings["validation_examples"], settings["seed"])
+
+    tokenizer_path = run_dir / "tokenizer.json"
+    if resume and tokenizer_path.is_file():
+        encoder = TextEncoder.from_file(tokenizer_path, TruncationPolicy(token_config["max_tokens"], token_config["head_tokens"]))
+    else:
+        tokenizer = build_word_tokenizer((r["text"] for r in train_rows), token_config["vocab_size"], token_config["min_frequency"])
+        tokenizer.save(str(tokenizer_path))
+        encoder = TextEncoder(tokenizer, TruncationPolicy(token_config["max_tokens"], token_config["head_tokens"]))
+    train_sequences = encoder.token_ids([r["text"] for r in train_rows])
+    validation_sequences = encoder.token_ids([r["text"] for r in validation_rows])
+    train_labels = [r["label"] for r in train_rows]
+
+    model_args = {
+        "vocab_size": encoder.vocab_size, "embed_dim": model_config["embed_dim"],
+        "hidden_size": model_config["hidden_size"], "pad_id": encoder.pad_id,
+        "embedding_dropout": model_config["embedding_dropout"], "dropout": model_config["dropout"],
+    }
+    model = SentimentLSTM(**model_args)
+    initialised = 0
+    if model_config.get("pretrained_embeddings") and not resume:
+        initialised = load_pretrained_embeddings(model.embedding, encoder)
+    model.to(device_)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
+    loss_fn = nn.CrossEntropyLoss()
+
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0,
+             "pretrained_vectors_used": initialised}
+    if resume:
+        checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        random.setstate(checkpoint["rng"]["python"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        print(f"resumed from {last_path} after epoch {state['epoch']}")
+
+    rng = random.Random(settings["seed"] + state["epoch"])
+    lengths = [len(s) for s in train_sequences]
+    while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        model.train()
+        batches = length_bucketed_batches(lengths, settings["batch_size"], rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress, leave=False)
+        total_loss, seen = 0.0, 0
+        for batch in bar:
+            ids, lens = to_tensors(encoder, [train_sequences[i] for i in batch], device_)
+            labels = torch.tensor([train_labels[i] for i in batch], device=device_)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(ids, lens), labels)
+            loss.backward()
+            # Exploding gradients: clip the global norm before each step.
+            nn.utils.clip_grad_norm_(model.parameters(), settings["clip_grad_norm"])
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        validation = accuracy_by_source(model, encoder, validation_sequences, validation_rows, device_)
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch
+        record = {"epoch": epoch, "train_loss": round(total_loss / seen, 5),
+                  "validation": {k: round(v, 5) for k, v in validation.items()},
+                  "seconds": round(time.perf_counter() - started, 1)}
+        state["history"].append(record)
+        score = validation["mean_of_sources"]
+        improved = score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            torch.save({"model": model.state_dict(), "model_args": model_args, "config": config,
+                        "epoch": epoch, "validation": validation}, best_path)
+        else:
+            state["bad_epochs"] += 1
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                    "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}, last_path)
+        tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}, validation accuracy "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
+                   + (" (best)" if improved else f" (no gain for {state['bad_epochs']})"))
+        write_summary(run_dir, state, settings, device_, len(train_rows), len(validation_rows), finished=False)
+
+    summary = write_summary(run_dir, state, settings, device_, len(train_rows), len(validation_rows), finished=True)
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def write_summary(run_dir: Path, state: dict[str, Any], settings: dict[str, Any], device: torch.device,
+                  train_examples: int, validation_examples: int, finished: bool) -> dict[str, Any]:
+    best = state["history"][state["best_epoch"] - 1]["validation"] if state["best_epoch"] else None
+    summary = {
+        "device": device.type, "hardware": hardware_description(device),
+        "torch_version": torch.__version__, "seconds": round(state["seconds"], 1),
+        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_validation": best,
+        "stopped": ("running" if not finished
+                    else "early stopping" if state["bad_epochs"] >= settings["patience"] else "max_epochs"),
+        "train_examples": train_examples, "validation_examples": validation_examples,
+        "pretrained_vectors_used": state.get("pretrained_vectors_used") or None,
+        "history": state["history"],
+    }
+    (run_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) -> int:
+    """Copy GloVe vectors into the rows of words that have one (others keep their random
+    init, scaled to match); returns how many rows were set."""
+    table = sentiment_data.load_embeddings()
+    dim = next(iter(table.values())).shape[0]
+    if dim != embedding.embedding_dim:
+        raise SystemExit(f"pretrained vectors are {dim}-d but embed_dim is {embedding.embedding_dim}")
+    vocabulary = encoder.tokenizer.get_vocab()
+    weights = embedding.weight.data
+    scale = float(np.std(np.stack(list(table.values()))))
+    nn.init.normal_(weights, std=scale)
+    hits = 0
+    for word, index in vocabulary.items():
+        if word in table:
+            weights[index] = torch.from_numpy(table[word])
+            hits += 1
+    weights[encoder.pad_id].zero_()
+    return hits
