@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from seqserve.tokenization import TextEncoder, TruncationPolicy
 
 LABELS = ("negative", "positive")  # class index -> label; training data: 0 = negative
 
@@ -35,3 +38,9 @@ def decode(logits: np.ndarray) -> list[SentimentPrediction]:
             )
         )
     return predictions
+
+
+def load_encoder(model_dir, manifest) -> TextEncoder:
+    """The text encoder a sentiment model version was trained with, from its manifest."""
+    pre = manifest.preprocessing
+    return TextEncoder.from_file(Path(model_dir) / pre["tokenizer"], TruncationPolicy(pre["max_tokens"], pre["head_tokens"]))

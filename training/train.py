@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from seqserve.tokenization import TextEncoder, TruncationPolicy
@@ -130,12 +131,19 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     model.to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
+    # An exponential moving average of the weights is what gets validated and exported: it
+    # smooths the step-to-step noise that makes a small validation set pick a lucky epoch.
+    decay = settings.get("ema_decay", 0.0)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
+    evaluated = averaged.module if averaged else model
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0,
              "pretrained_vectors_used": initialised}
     if resume:
         checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
         model.load_state_dict(checkpoint["model"])
+        if averaged:
+            averaged.load_state_dict(checkpoint["averaged"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint["state"]
         random.setstate(checkpoint["rng"]["python"])
@@ -160,10 +168,12 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
             # Exploding gradients: clip the global norm before each step.
             nn.utils.clip_grad_norm_(model.parameters(), settings["clip_grad_norm"])
             optimizer.step()
+            if averaged:
+                averaged.update_parameters(model)
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-        validation = accuracy_by_source(model, encoder, validation_sequences, validation_rows, device_)
+        validation = accuracy_by_source(evaluated, encoder, validation_sequences, validation_rows, device_)
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch
         record = {"epoch": epoch, "train_loss": round(total_loss / seen, 5),
@@ -174,11 +184,12 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            torch.save({"model": model.state_dict(), "model_args": model_args, "config": config,
+            torch.save({"model": evaluated.state_dict(), "model_args": model_args, "config": config,
                         "epoch": epoch, "validation": validation}, best_path)
         else:
             state["bad_epochs"] += 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+        torch.save({"model": model.state_dict(), "averaged": averaged.state_dict() if averaged else None,
+                    "optimizer": optimizer.state_dict(), "state": state,
                     "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}, last_path)
         tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}, validation accuracy "
                    + ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
