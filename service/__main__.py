@@ -1,0 +1,37 @@
+"""`python -m service --host H --port P`: serve the models under the models directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from service.app import create_app
+from service.config import Settings
+from service.registry import ModelsDirMissing, newest_versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--models-dir", type=Path, default=defaults.models_dir)
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default=defaults.device)
+    args = parser.parse_args(argv)
+    settings = defaults.model_copy(update={"host": args.host, "port": args.port,
+                                           "models_dir": args.models_dir, "device": args.device})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        newest_versions(settings.models_dir)
+    except ModelsDirMissing as error:
+        parser.exit(2, f"python -m service: {error}\n")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Every error is JSON of one shape (ErrorBody); nothing a client sends becomes a 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.batching import QueueFull
+from service.tasks.base import ModelNotReady
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   fields: list[dict] | None = None) -> JSONResponse:
+    body = {"error": code, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _where(loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install(app: FastAPI, retry_after_s: int) -> None:
+    retry = {"Retry-After": str(retry_after_s)}
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"loc": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        message = "; ".join(f"{_where(f['loc'])}: {f['message']}" for f in fields)
+        return error_response(422, "validation_error", message, fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(QueueFull)
+    async def overloaded(_: Request, exc: QueueFull) -> JSONResponse:
+        return error_response(503, "overloaded", str(exc), headers=retry)
+
+    @app.exception_handler(ModelNotReady)
+    async def not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
+        return error_response(503, "not_ready", str(exc), headers=retry)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "the server failed to process this request")

@@ -1,0 +1,68 @@
+"""ASGI middleware: request body limit (413), request id, and per-request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import error_response
+from service.metrics import Metrics
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, known_paths: set[str]):
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        endpoint = scope["path"] if scope["path"] in self.known_paths else "unmatched"
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+                response = error_response(413, "payload_too_large",
+                                          f"request body over {self.max_body_bytes} bytes")
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint, str(status)).observe(elapsed)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Counts a body sent without Content-Length (chunked) and stops it at the limit."""
+        received = 0
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+            return message
+
+        return wrapped

