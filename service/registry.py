@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from seqserve.manifest import MANIFEST_NAME, Manifest
+from seqserve.manifest import Manifest, newest_version_dir
 from service.config import Settings
 from service.metrics import Metrics
 from service.tasks.base import ServedModel
@@ -22,16 +22,11 @@ class ModelsDirMissing(RuntimeError):
 
 
 def newest_versions(models_dir: Path) -> dict[str, Path]:
-    """<models_dir>/<task>/<version>/manifest.json -> {task: newest version dir}; numeric
-    versions compare as numbers."""
+    """<models_dir>/<task>/<version>/manifest.json -> {task: newest version dir}."""
     if not models_dir.is_dir():
         raise ModelsDirMissing(f"models directory {models_dir} does not exist (set SEQSERVE_MODELS_DIR)")
-    found: dict[str, Path] = {}
-    for task_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-        versions = [v for v in task_dir.iterdir() if (v / MANIFEST_NAME).is_file()]
-        if versions:
-            found[task_dir.name] = max(versions, key=lambda v: (v.name.isdigit(), int(v.name) if v.name.isdigit() else 0, v.name))
-    return found
+    found = {task_dir.name: newest_version_dir(task_dir) for task_dir in sorted(models_dir.iterdir())}
+    return {task: version for task, version in found.items() if version is not None}
 
 
 class ModelRegistry:

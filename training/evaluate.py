@@ -9,7 +9,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from seqserve.manifest import Manifest
+from seqserve.manifest import Manifest, newest_version_dir
 from seqserve.sentiment import LABELS, decode, load_encoder
 from training.data import sentiment as sentiment_data
 
@@ -19,10 +19,10 @@ OTHER_SOURCES_FILE = Path(__file__).parent / "data" / "sentiment_other_sources.j
 
 
 def newest_model_dir(task_dir: Path) -> Path:
-    versions = [p for p in task_dir.iterdir() if (p / "manifest.json").is_file()] if task_dir.is_dir() else []
-    if not versions:
+    found = newest_version_dir(task_dir)
+    if found is None:
         raise SystemExit(f"no exported model under {task_dir}: run `python -m training export` first")
-    return max(versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return found
 
 
 def predict_labels(session: ort.InferenceSession, encoder, texts: list[str], batch_size: int = 128) -> list[int]:

@@ -157,7 +157,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         started = time.perf_counter()
         model.train()
         batches = length_bucketed_batches(lengths, settings["batch_size"], rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress)
         total_loss, seen = 0.0, 0
         for batch in bar:
             ids, lens = to_tensors(encoder, [train_sequences[i] for i in batch], device_)
@@ -174,6 +174,8 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
             seen += len(batch)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         validation = accuracy_by_source(evaluated, encoder, validation_sequences, validation_rows, device_)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", **{f"val_{k}": f"{v:.4f}" for k, v in validation.items()})
+        bar.close()
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch
         record = {"epoch": epoch, "train_loss": round(total_loss / seen, 5),
