@@ -50,10 +50,16 @@ def hardware_description(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+def epoch_indices(rows: list[dict[str, Any]], oversample: dict[str, int]) -> list[int]:
+    """Each example's index, repeated `oversample[source]` times (default once)."""
+    return [i for i, row in enumerate(rows) for _ in range(int(oversample.get(row["source"], 1)))]
+
+
+def length_bucketed_batches(indices: list[int], lengths: list[int], batch_size: int,
+                            rng: random.Random) -> list[list[int]]:
     """Shuffle, then sort within windows of 50 batches so each batch holds similar lengths
     (little padding) while the order of batches stays random."""
-    order = list(range(len(lengths)))
+    order = list(indices)
     rng.shuffle(order)
     window = batch_size * 50
     batches = []
@@ -152,11 +158,13 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
 
     rng = random.Random(settings["seed"] + state["epoch"])
     lengths = [len(s) for s in train_sequences]
+    # Early stopping weighs the sources alike; oversampling lets the loss do the same.
+    indices = epoch_indices(train_rows, settings.get("oversample", {}))
     while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         model.train()
-        batches = length_bucketed_batches(lengths, settings["batch_size"], rng)
+        batches = length_bucketed_batches(indices, lengths, settings["batch_size"], rng)
         bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress)
         total_loss, seen = 0.0, 0
         for batch in bar:

@@ -65,7 +65,9 @@ async def list_models(registry: Annotated[ModelRegistry, Depends(get_registry)])
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+            responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {
+                "example": '# TYPE seqserve_requests_total counter\n'
+                           'seqserve_requests_total{endpoint="/sentiment",status="200"} 42.0\n'}}}},
             summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

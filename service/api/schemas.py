@@ -72,10 +72,17 @@ class ErrorBody(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"]
 
 
 class ReadinessResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ready", "models": {"sentiment": "ready"}},
+        {"status": "not ready", "models": {"sentiment": "ValueError: files do not match the manifest: "
+                                                        "model.onnx: sha256 does not match the manifest"}}]})
+
     status: Literal["ready", "not ready"]
     models: dict[str, str] = Field(description="model -> 'ready' or why it is not")
 
@@ -94,4 +101,14 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"models": [{
+        "name": "sentiment", "version": "1", "task": "sentiment", "ready": True, "error": None,
+        "provider": "CPUExecutionProvider", "providers": {"classifier": ["CPUExecutionProvider"]},
+        "graphs": {"classifier": {"file": "model.onnx",
+                                  "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
+                                             {"name": "lengths", "dtype": "int64", "shape": ["batch"]}],
+                                  "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 2]}]}},
+        "files": {"model.onnx": "91f3489b…", "tokenizer.json": "25016551…"},
+        "metrics": {"test_imdb": {"accuracy": 0.9124, "examples": 2490}}}]}]})
+
     models: list[ModelInfo]
