@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 from pathlib import Path
 
 import uvicorn
@@ -11,6 +13,21 @@ import uvicorn
 from service.app import create_app
 from service.config import Settings
 from service.registry import ModelsDirMissing, newest_versions
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, but a SIGTERM or SIGINT ends in exit status 0 once the graceful stop
+    (no new connections, requests in flight finished) is done; uvicorn would re-raise the
+    signal and die of it, which orchestrators log as a crash."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         newest_versions(settings.models_dir)
     except ModelsDirMissing as error:
         parser.exit(2, f"python -m service: {error}\n")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s)
-    return 0
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":
