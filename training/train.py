@@ -156,7 +156,6 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         torch.set_rng_state(checkpoint["rng"]["torch"])
         print(f"resumed from {last_path} after epoch {state['epoch']}")
 
-    rng = random.Random(settings["seed"] + state["epoch"])
     lengths = [len(s) for s in train_sequences]
     # Early stopping weighs the sources alike; oversampling lets the loss do the same.
     indices = epoch_indices(train_rows, settings.get("oversample", {}))
@@ -164,7 +163,8 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         model.train()
-        batches = length_bucketed_batches(indices, lengths, settings["batch_size"], rng)
+        # Seeded per epoch, so a resumed run sees the same batches as an uninterrupted one.
+        batches = length_bucketed_batches(indices, lengths, settings["batch_size"], random.Random(settings["seed"] + epoch))
         bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress)
         total_loss, seen = 0.0, 0
         for batch in bar:
