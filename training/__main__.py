@@ -15,7 +15,9 @@ from pathlib import Path
 
 from training.config import REPO_ROOT, load_config, runs_dir
 
-TASKS = ("sentiment",)
+TASKS = ("sentiment", "music")
+# Steps each task has so far; music has only its data step (issue 3).
+STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     args = parser.parse_args(argv)
+    if args.step not in STEPS[args.task]:
+        parser.error(f"{args.task} has no {args.step} step yet")
     config = load_config(args.task, args.profile, args.overrides)
     run_dir = getattr(args, "run_dir", None) or runs_dir() / args.task / args.profile
 
     if args.step == "data":
-        from training.data.sentiment import prepare
+        from importlib import import_module
 
-        print(json.dumps(prepare(config), indent=2))
+        print(json.dumps(import_module(f"training.data.{args.task}").prepare(config), indent=2))
     elif args.step == "train":
         from training.train import train_sentiment
 

@@ -1,0 +1,136 @@
+"""ABC notation helpers shared by training (evaluation, data) and the service (tune validity).
+
+The strict validity check is one function, `check_tune`, so that the share of valid tunes
+reported by `evaluate` is the same thing the service marks as `valid`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+REQUIRED_HEADERS = ("X", "T", "M", "L", "K")
+MIN_BAR_AGREEMENT = 0.9
+_FIELD = re.compile(r"^([A-Za-z]):\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class TuneCheck:
+    valid: bool
+    title: str | None
+    missing_headers: tuple[str, ...]
+    parsed: bool
+    full_bars: int  # bars checked against M: and L: (pick-up and final bar excepted)
+    agreeing_bars: int
+    reason: str | None  # "<kind>: <detail>", kind one of headers, parse, bars
+
+    @property
+    def bar_agreement(self) -> float:
+        return self.agreeing_bars / self.full_bars if self.full_bars else 1.0
+
+
+def header_fields(tune: str) -> dict[str, str]:
+    """The first value of each header field, read up to and including K:."""
+    fields: dict[str, str] = {}
+    for line in tune.splitlines():
+        match = _FIELD.match(line)
+        if not match:
+            continue
+        fields.setdefault(match.group(1), match.group(2))
+        if match.group(1) == "K":
+            break
+    return fields
+
+
+def split_tunes(text: str) -> list[str]:
+    """Split ABC text into tunes, each starting at a line that begins with `X:`."""
+    tunes, current = [], []
+    for line in text.splitlines():
+        if line.startswith("X:") and current:
+            tunes.append("\n".join(current).strip())
+            current = []
+        if line.startswith("X:") or current:
+            current.append(line)
+    if current:
+        tunes.append("\n".join(current).strip())
+    return [t for t in tunes if t]
+
+
+def _agreeing_bars(durations: list[Fraction], expected: list[Fraction]) -> tuple[int, int]:
+    """Count full bars and those whose length matches the metre. A short bar that ends a
+    repeated section and the short bar that starts the next (a pick-up) are counted as one
+    bar when together they make a full bar, which is how ABC writes anacruses."""
+    checked = agreeing = 0
+    i = 0
+    while i < len(durations):
+        duration, full = durations[i], expected[i]
+        if duration < full and i + 1 < len(durations) and duration + durations[i + 1] == full:
+            checked, agreeing, i = checked + 1, agreeing + 1, i + 2
+            continue
+        checked += 1
+        agreeing += int(duration == full)
+        i += 1
+    return checked, agreeing
+
+
+def metre_quarter_length(metre: str) -> Fraction | None:
+    """Length of one bar in quarter notes for an M: value (C is 4/4, C| is 2/2)."""
+    metre = {"C": "4/4", "C|": "2/2"}.get(metre.strip(), metre.strip())
+    try:
+        value = Fraction(metre)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value * 4 if value > 0 else None
+
+
+def written_bar_lengths(tune: str) -> list[tuple[Fraction, Fraction]]:
+    """(written length, length M: asks for) of each bar as the bar lines divide the text, in
+    quarter notes: grace notes count nothing, tuplets and broken rhythms count as played.
+    music21's own measures cannot be used: it re-bars notes to fit the metre."""
+    from music21.abcFormat import ABCChord, ABCHandler, ABCMetadata, ABCNote
+
+    handler = ABCHandler()
+    handler.process(tune)
+    expected = metre_quarter_length(header_fields(tune).get("M", ""))
+    lengths = []
+    for bar in handler.splitByMeasure():
+        total = Fraction(0)
+        for token in bar.tokens:
+            if isinstance(token, ABCMetadata) and token.src.startswith("M:"):
+                expected = metre_quarter_length(token.src[2:]) or expected
+            elif isinstance(token, (ABCNote, ABCChord)) and not token.inGrace:
+                length = Fraction(token.quarterLength).limit_denominator(256)
+                if token.activeTuplet is not None:
+                    length *= Fraction(token.activeTuplet.tupletMultiplier()).limit_denominator(256)
+                total += length
+        if total and expected:
+            lengths.append((total, expected))
+    return lengths
+
+
+def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneCheck:
+    """Strict validity: the X:, T:, M:, L: and K: headers; music21 parses it without error;
+    and at least `min_bar_agreement` of the full bars last what M: and L: say."""
+    fields = header_fields(tune)
+    title = fields.get("T") or None
+    missing = tuple(h for h in REQUIRED_HEADERS if h not in fields)
+    if missing:
+        return TuneCheck(False, title, missing, False, 0, 0, f"headers: missing {', '.join(missing)}")
+    if metre_quarter_length(fields["M"]) is None:
+        return TuneCheck(False, title, (), False, 0, 0, f"headers: M:{fields['M']} is not a metre")
+    try:
+        from music21 import converter  # heavy import, only where tunes are checked
+
+        converter.parse(tune, format="abc")
+        bars = written_bar_lengths(tune)
+    except Exception as error:  # music21 raises many types on malformed input
+        return TuneCheck(False, title, (), False, 0, 0, f"parse: music21 failed with {type(error).__name__}: {error}")
+    if len(bars) < 3:
+        return TuneCheck(False, title, (), True, 0, 0, "bars: fewer than three")
+    inner = bars[1:-1]
+    full, agreeing = _agreeing_bars([b[0] for b in inner], [b[1] for b in inner])
+    if agreeing < min_bar_agreement * full:
+        return TuneCheck(False, title, (), True, full, agreeing,
+                         f"bars: only {agreeing} of {full} agree with M: and L:")
+    return TuneCheck(True, title, (), True, full, agreeing, None)

@@ -1,0 +1,51 @@
+"""The strict tune check shared by music evaluation and the service."""
+
+from __future__ import annotations
+
+from seqserve.abc import check_tune, header_fields, split_tunes
+
+TUNE = """X:1
+T:An Buachaill Dreoite
+M:C|
+L:1/8
+K:G Major
+GF|DGGB d2GB|d2GF Gc (3AGF|DGGB d2GB|dBcA F2GF|
+DGGB d2GF|DGGF G2Ge|fgaf gbag|fdcA G2:|
+GA|B2BG c2cA|d2GF G2GA|B2BG c2cA|d2DE F2GA|
+B2BG c2cA|d^cde f2 (3def|g2gf gbag|fdcA G2:|"""
+
+
+def test_a_real_tune_is_valid_with_its_pickups():
+    check = check_tune(TUNE)
+    assert check.valid, check.reason
+    assert check.title == "An Buachaill Dreoite"
+    assert check.full_bars == check.agreeing_bars == 15  # the split anacrusis counts as one bar
+
+
+def test_each_required_header_is_needed():
+    for header in ("T", "M", "L", "K"):
+        broken = "\n".join(line for line in TUNE.splitlines() if not line.startswith(f"{header}:"))
+        check = check_tune(broken)
+        assert not check.valid and check.missing_headers == (header,)
+        assert check.reason.startswith("headers:")
+
+
+def test_bars_that_disagree_with_the_metre_fail():
+    for changed in (TUNE.replace("M:C|", "M:3/4"), TUNE.replace("L:1/8", "L:1/4")):
+        check = check_tune(changed)
+        assert not check.valid and check.reason.startswith("bars:")
+
+
+def test_one_odd_bar_is_tolerated():
+    check = check_tune(TUNE.replace("d2GB|d2GF", "d3GB|d2GF", 1))
+    assert check.valid and check.agreeing_bars == check.full_bars - 1
+
+
+def test_unparseable_text_is_invalid_not_an_exception():
+    check = check_tune("X:1\nT:x\nM:4/4\nL:1/8\nK:C\n" + "((((|||]]][[[ 9999 \\" * 3)
+    assert not check.valid
+
+
+def test_split_and_headers():
+    tunes = split_tunes("% comment\nX:1\nT:A\nK:C\nabc|\n\nX:2\nT:B\nK:D\ndef|\n")
+    assert [header_fields(t)["T"] for t in tunes] == ["A", "B"]
