@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from seqserve.sentiment import SentimentPrediction, decode, load_encoder
 from service.batching import MicroBatcher
 from service.tasks.base import ServedModel
@@ -29,8 +31,8 @@ class SentimentModel(ServedModel):
 
     async def warm_up(self) -> None:
         longest = " ".join(["good"] * self.encoder.truncation.max_tokens)
-        self.predict_batch(["fine"])
-        self.predict_batch([longest] * self.settings.max_batch_size)
+        await asyncio.to_thread(self.predict_batch, ["fine"])
+        await asyncio.to_thread(self.predict_batch, [longest] * self.settings.max_batch_size)
 
     async def classify(self, texts: list[str]) -> list[SentimentPrediction]:
         self.require_ready()
