@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqserve.tokenization import TextEncoder, TruncationPolicy
+
+if TYPE_CHECKING:
+    from seqserve.manifest import Manifest
 
 LABELS = ("negative", "positive")  # class index -> label; training data: 0 = negative
 
@@ -40,7 +44,7 @@ def decode(logits: np.ndarray) -> list[SentimentPrediction]:
     return predictions
 
 
-def load_encoder(model_dir, manifest) -> TextEncoder:
+def load_encoder(model_dir: Path, manifest: "Manifest") -> TextEncoder:
     """The text encoder a sentiment model version was trained with, from its manifest."""
     pre = manifest.preprocessing
     return TextEncoder.from_file(Path(model_dir) / pre["tokenizer"], TruncationPolicy(pre["max_tokens"], pre["head_tokens"]))

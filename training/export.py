@@ -148,7 +148,7 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         ),
         hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
                          "profile": config["profile"]},
-        training={k: v for k, v in training_summary.items() if k != "history"} | {"history": training_summary["history"]},
+        training=training_summary,
         metrics={"parity_max_abs_diff": worst},
     )
     manifest.save(staging)
