@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 REQUIRED_HEADERS = ("X", "T", "M", "L", "K")
+# Tunes follow each other in the training text with one blank line between them (a tune
+# itself has none), so the model learns where a tune ends.
+TUNE_SEPARATOR = "\n\n"
 MIN_BAR_AGREEMENT = 0.9
 _FIELD = re.compile(r"^([A-Za-z]):\s*(.*?)\s*$")
 

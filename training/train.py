@@ -16,8 +16,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from seqserve.abc import TUNE_SEPARATOR
+from seqserve.characters import CharVocabulary
 from seqserve.tokenization import TextEncoder, TruncationPolicy
+from training.data import music as music_data
 from training.data import sentiment as sentiment_data
+from training.models.music import CharLSTM
 from training.models.sentiment import SentimentLSTM
 from training.tokenizer import build_word_tokenizer
 
@@ -245,3 +249,119 @@ def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) ->
             hits += 1
     weights[encoder.pad_id].zero_()
     return hits
+
+
+def streams(ids: np.ndarray, batch: int) -> torch.Tensor:
+    """One long id sequence -> [batch, N]: `batch` contiguous streams read side by side."""
+    length = len(ids) // batch
+    return torch.from_numpy(ids[: length * batch].reshape(batch, length))
+
+
+def tunes_text(tunes: list[dict[str, Any]]) -> str:
+    return "".join(t["abc"] + TUNE_SEPARATOR for t in tunes)
+
+
+@torch.no_grad()
+def stream_loss(model: CharLSTM, ids: np.ndarray, device: torch.device, batch: int = 8,
+                window: int = 200) -> float:
+    """Cross-entropy in nats per character over a text, state carried across windows."""
+    model.eval()
+    data = streams(ids, batch).to(device)
+    h, c = model.initial_state(batch, device)
+    total, count = 0.0, 0
+    for start in range(0, data.shape[1] - 1, window):
+        inputs, targets = data[:, start : start + window], data[:, start + 1 : start + window + 1]
+        logits, h, c = model(inputs[:, : targets.shape[1]], h, c)
+        total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             reduction="sum").item()
+        count += targets.numel()
+    return total / count
+
+
+def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
+                device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Truncated backpropagation through time: the text is cut into `batch_size` streams read
+    in windows of `sequence_length`; the LSTM state carries from one window to the next
+    (detached, so gradients stop at the window's edge)."""
+    settings, model_config = config["train"], config["model"]
+    seed_everything(settings["seed"])
+    device_ = resolve_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and not last_path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {last_path}")
+
+    splits = music_data.load_splits()
+    train_tunes = subsample(splits["train"], settings["train_tunes"], settings["seed"])
+    validation_tunes = subsample(splits["validation"], settings["validation_tunes"], settings["seed"])
+    vocabulary_path = run_dir / "vocabulary.json"
+    if resume and vocabulary_path.is_file():
+        vocabulary = CharVocabulary.load(vocabulary_path)
+    else:
+        vocabulary = CharVocabulary.from_texts([tunes_text(train_tunes)])
+        vocabulary.save(vocabulary_path)
+    validation_ids = vocabulary.encode(vocabulary.clean(tunes_text(validation_tunes))[0])
+
+    model_args = {"vocab_size": len(vocabulary), "embed_dim": model_config["embed_dim"],
+                  "hidden_size": model_config["hidden_size"], "num_layers": model_config["num_layers"],
+                  "dropout": model_config["dropout"]}
+    model = CharLSTM(**model_args).to(device_)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
+    state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if resume:
+        checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        print(f"resumed from {last_path} after epoch {state['epoch']}")
+
+    batch, window = settings["batch_size"], settings["sequence_length"]
+    while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        model.train()
+        order = list(train_tunes)
+        random.Random(settings["seed"] + epoch).shuffle(order)
+        data = streams(vocabulary.encode(tunes_text(order)), batch).to(device_)
+        h, c = model.initial_state(batch, device_)
+        bar = tqdm(range(0, data.shape[1] - 1, window), desc=f"epoch {epoch}/{settings['max_epochs']}",
+                   disable=not progress)
+        total_loss, seen = 0.0, 0
+        for start in bar:
+            targets = data[:, start + 1 : start + window + 1]
+            inputs = data[:, start : start + targets.shape[1]]
+            logits, h, c = model(inputs, h, c)
+            h, c = h.detach(), c.detach()
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings["clip_grad_norm"])
+            optimizer.step()
+            total_loss += loss.item() * targets.numel()
+            seen += targets.numel()
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        validation_loss = stream_loss(model, validation_ids, device_)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", val_loss=f"{validation_loss:.4f}")
+        bar.close()
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch
+        record = {"epoch": epoch, "train_loss": round(total_loss / seen, 5),
+                  "validation": {"loss_nats_per_char": round(validation_loss, 5)},
+                  "seconds": round(time.perf_counter() - started, 1)}
+        state["history"].append(record)
+        improved = -validation_loss > state["best_score"]
+        if improved:
+            state.update(best_score=-validation_loss, best_epoch=epoch, bad_epochs=0)
+            torch.save({"model": model.state_dict(), "model_args": model_args, "config": config,
+                        "epoch": epoch, "validation": record["validation"]}, best_path)
+        else:
+            state["bad_epochs"] += 1
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                    "rng": {"torch": torch.get_rng_state()}}, last_path)
+        tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}, validation loss "
+                   f"{validation_loss:.4f} nats/char" + (" (best)" if improved else f" (no gain for {state['bad_epochs']})"))
+        write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=False)
+
+    summary = write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=True)
+    return {k: v for k, v in summary.items() if k != "history"}
