@@ -17,7 +17,7 @@ from training.config import REPO_ROOT, load_config, runs_dir
 
 TASKS = ("sentiment", "music")
 # Steps each task has so far (music: issue 3 in progress).
-STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train"}}
+STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train", "export"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=not args.no_progress)
         print(json.dumps(result, indent=2))
     elif args.step == "export":
-        from training.export import export_sentiment
+        from training import export
 
         model_dir = args.model_dir or REPO_ROOT / "models" / args.task / args.version
-        export_sentiment(run_dir, model_dir, version=args.version)
+        getattr(export, f"export_{args.task}")(run_dir, model_dir, version=args.version)
         print(f"wrote {model_dir}")
     elif args.step == "evaluate":
         from training.evaluate import evaluate_sentiment, newest_model_dir

@@ -1,0 +1,32 @@
+"""Music smoke run: data -> train (with --resume) -> export of the prompt and step graphs,
+whose export checks include a 200-step chained run against torch."""
+
+from __future__ import annotations
+
+import json
+
+from seqserve.manifest import Manifest
+from tests.conftest import run_cli
+
+
+def test_smoke_train_export(tmp_path):
+    env = {"SEQSERVE_CACHE_DIR": str(tmp_path / "cache")}
+    run_dir, model_dir = tmp_path / "run", tmp_path / "models" / "music" / "1"
+    run_cli("training", "data", "music", "--profile", "smoke", env=env)
+    run_cli("training", "train", "music", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "train.max_epochs=1", env=env)
+    resumed = run_cli("training", "train", "music", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
+                      "--resume", "--set", "train.max_epochs=2", "--set", "train.patience=5", env=env)
+    assert "resumed from" in resumed.stdout
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["best_validation"]["loss_nats_per_char"] > 0
+
+    run_cli("training", "export", "music", "--profile", "smoke", "--run-dir", str(run_dir),
+            "--model-dir", str(model_dir), env=env)
+    manifest = Manifest.load(model_dir)
+    assert manifest.verify_files(model_dir) == []
+    assert manifest.metrics["parity_max_abs_diff"] <= 1e-4
+    prompt, step = manifest.graphs["prompt"], manifest.graphs["step"]
+    assert [i.shape for i in prompt.inputs][0] == ["batch", "sequence"]
+    assert prompt.outputs[0].shape[:2] == ["batch", "sequence"]
+    assert [i.shape for i in step.inputs][0] == ["batch", 1]
