@@ -17,7 +17,7 @@ from training.config import REPO_ROOT, load_config, runs_dir
 
 TASKS = ("sentiment", "music")
 # Steps each task has so far (music: issue 3 in progress).
-STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train", "export"}}
+STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train", "export", "evaluate"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate = add("evaluate", "evaluate an exported model on the test split")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
-    evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples of each source")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples (sentiment: of each source)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     args = parser.parse_args(argv)
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         getattr(export, f"export_{args.task}")(run_dir, model_dir, version=args.version)
         print(f"wrote {model_dir}")
     elif args.step == "evaluate":
-        from training.evaluate import evaluate_sentiment, newest_model_dir
+        from training import evaluate
 
-        model_dir = args.model_dir or newest_model_dir(REPO_ROOT / "models" / args.task)
-        metrics = evaluate_sentiment(model_dir, limit=args.limit)
+        model_dir = args.model_dir or evaluate.newest_model_dir(REPO_ROOT / "models" / args.task)
+        metrics = getattr(evaluate, f"evaluate_{args.task}")(model_dir, limit=args.limit)
         if args.json:
             print(json.dumps(metrics, indent=2))
         else:

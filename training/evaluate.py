@@ -66,3 +66,61 @@ def evaluate_sentiment(model_dir: Path, limit: int = 0) -> dict[str, Any]:
     metrics["other_sources"] = accuracy(other, predict_labels(session, encoder, [r["text"] for r in other]))
     metrics["evaluated_with"] = f"onnxruntime {ort.__version__} ({session.get_providers()[0]})"
     return metrics
+
+
+def music_test_loss(prompt_session: ort.InferenceSession, ids, streams: int = 8, window: int = 500) -> float:
+    """Cross-entropy in nats per character of the prompt graph over a text, state carried."""
+    import numpy as np
+
+    length = len(ids) // streams
+    data = ids[: length * streams].reshape(streams, length)
+    layers, hidden = (int(d) for d in (prompt_session.get_inputs()[1].shape[0], prompt_session.get_inputs()[1].shape[2]))
+    h = c = np.zeros((layers, streams, hidden), dtype=np.float32)
+    total, count = 0.0, 0
+    for start in range(0, length - 1, window):
+        targets = data[:, start + 1 : start + window + 1]
+        logits, h, c = prompt_session.run(None, {"tokens": data[:, start : start + targets.shape[1]], "h0": h, "c0": c})
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        total -= np.take_along_axis(log_probs, targets[..., None], axis=-1).sum()
+        count += targets.size
+    return float(total / count)
+
+
+def evaluate_music(model_dir: Path, samples: int = 200, max_length: int = 1500, limit: int = 0) -> dict[str, Any]:
+    """Test cross-entropy with the ONNX prompt graph; then `samples` tunes from fresh seeds at
+    temperature 1.0: share valid (the strict check), share with all headers, mean length, and
+    the share of generated 16-character spans found verbatim in the training text."""
+    from seqserve.abc import check_tune
+    from seqserve.characters import CharVocabulary
+    from seqserve.generation import generate
+    from training.data import music as music_data
+    from training.train import tunes_text
+
+    manifest = Manifest.load(model_dir)
+    sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
+                for kind, g in manifest.graphs.items()}
+    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
+    splits = music_data.load_splits()
+    test = splits["test"][:limit] if limit else splits["test"]
+    test_ids = vocabulary.encode(vocabulary.clean(tunes_text(test))[0])
+    metrics: dict[str, Any] = {"test_loss_nats_per_char": round(music_test_loss(sessions["prompt"], test_ids), 4),
+                               "test_tunes": len(test)}
+
+    tunes = generate(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=list(range(1000, 1000 + samples)),
+                     max_length=max_length, temperature=1.0)
+    tunes = ["X:1\n" + t for t in tunes]
+    checks = [check_tune(t) for t in tunes]
+    span = 16
+    training_text = tunes_text(splits["train"])
+    seen = {training_text[i : i + span] for i in range(len(training_text) - span + 1)}
+    spans = [t[i : i + span] for t in tunes for i in range(len(t) - span + 1)]
+    metrics |= {
+        "samples": samples, "temperature": 1.0,
+        "share_valid": round(sum(c.valid for c in checks) / samples, 4),
+        "share_with_all_headers": round(sum(not c.missing_headers for c in checks) / samples, 4),
+        "mean_length_chars": round(sum(len(t) for t in tunes) / samples, 1),
+        "share_of_16_char_spans_copied_from_training": round(sum(s in seen for s in spans) / max(len(spans), 1), 4),
+        "evaluated_with": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
+    }
+    return metrics

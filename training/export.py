@@ -313,6 +313,10 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         metrics={"parity_max_abs_diff": worst},
     )
     manifest.save(staging)
+    from training.evaluate import evaluate_music
+
+    manifest.metrics |= evaluate_music(staging)
+    manifest.save(staging)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     staging.rename(model_dir)
