@@ -1,0 +1,38 @@
+"""Sampling and the character vocabulary's unknown-character policy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqserve.characters import CharVocabulary
+from seqserve.generation import sample_ids
+
+
+def test_top_k_1_is_argmax_and_seeds_repeat():
+    logits = np.random.default_rng(0).standard_normal((4, 30))
+    picks = sample_ids(logits, 1.0, 1, [np.random.default_rng(s) for s in range(4)])
+    assert picks.tolist() == logits.argmax(axis=1).tolist()
+    first = sample_ids(logits, 1.0, None, [np.random.default_rng(s) for s in range(4)])
+    again = sample_ids(logits, 1.0, None, [np.random.default_rng(s) for s in range(4)])
+    assert first.tolist() == again.tolist()
+
+
+def test_a_row_does_not_depend_on_its_batch():
+    logits = np.random.default_rng(1).standard_normal((3, 30))
+    alone = sample_ids(logits[1:2], 0.8, 5, [np.random.default_rng(7)])
+    together = sample_ids(logits, 0.8, 5, [np.random.default_rng(s) for s in (3, 7, 9)])
+    assert together[1] == alone[0]
+
+
+def test_top_k_limits_the_choice():
+    logits = np.array([[0.0, 5.0, 4.0, 3.0, -1.0]])
+    draws = {int(sample_ids(logits, 2.0, 2, [np.random.default_rng(s)])[0]) for s in range(200)}
+    assert draws == {1, 2}
+
+
+def test_unknown_characters_are_normalised_then_dropped():
+    vocabulary = CharVocabulary("X:1\nABCabc|'")
+    kept, dropped = vocabulary.clean("X:1\nABC|ＡＢ’é🎵")
+    assert kept == "X:1\nABC|AB"  # full-width letters fold to ASCII under NFKC
+    assert dropped == sorted({"’", "é", "🎵"})
+    assert vocabulary.decode(vocabulary.encode(kept)) == kept
