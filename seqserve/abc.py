@@ -60,6 +60,24 @@ def split_tunes(text: str) -> list[str]:
     return [t for t in tunes if t]
 
 
+def complete_tunes(text: str) -> list[str]:
+    """The tunes in generated text that are finished (followed by the blank line that ends a
+    tune) and start with an X: header."""
+    pieces = text.split(TUNE_SEPARATOR)[:-1]
+    return [piece.strip("\n") for piece in pieces if piece.strip("\n").startswith("X:")]
+
+
+def to_midi(tune: str) -> bytes:
+    """A tune as a standard MIDI file (music21 writes it); raises ValueError if unreadable."""
+    from music21 import converter, midi
+
+    try:
+        score = converter.parse(tune, format="abc")
+        return midi.translate.music21ObjectToMidiFile(score).writestr()
+    except Exception as error:  # music21 raises many types on malformed input
+        raise ValueError(f"music21 could not turn this ABC into MIDI: {type(error).__name__}: {error}") from error
+
+
 def _agreeing_bars(durations: list[Fraction], expected: list[Fraction]) -> tuple[int, int]:
     """Count full bars and those whose length matches the metre. A short bar that ends a
     repeated section and the short bar that starts the next (a pick-up) are counted as one

@@ -1,9 +1,9 @@
 """Character vocabulary for the music model, shared by training and serving.
 
-Unknown-character policy (the same at training and serving time): text is NFKC-normalised
-(so typographic quotes and full-width letters become their plain forms where they have
-one), then characters still outside the vocabulary are dropped and reported, never
-silently mapped to some other character the model would misread as music.
+Unknown-character policy (the same at training and serving time): accents are folded
+(NFKD, combining marks dropped) and the text NFKC-normalised, so "Über" reads "Uber" and
+full-width letters become plain ones; characters still outside the vocabulary are dropped
+and reported, never mapped to some other character the model would misread as music.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class CharVocabulary:
 
     def clean(self, text: str) -> tuple[str, list[str]]:
         """The text as the model can read it, and the characters that were dropped."""
-        normalised = unicodedata.normalize("NFKC", text)
+        folded = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+        normalised = unicodedata.normalize("NFKC", folded)
         kept = "".join(ch for ch in normalised if ch in self.index)
         dropped = sorted({ch for ch in normalised if ch not in self.index})
         return kept, dropped

@@ -10,11 +10,12 @@ from seqserve.manifest import Manifest, newest_version_dir
 from service.config import Settings
 from service.metrics import Metrics
 from service.tasks.base import ServedModel
+from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, type[ServedModel]] = {SentimentModel.task: SentimentModel}
+TASKS: dict[str, type[ServedModel]] = {model.task: model for model in (SentimentModel, MusicModel)}
 
 
 class ModelsDirMissing(RuntimeError):

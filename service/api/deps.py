@@ -6,6 +6,7 @@ from fastapi import Request
 
 from service.registry import ModelRegistry
 from service.tasks.base import ModelNotReady
+from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 
 
@@ -13,9 +14,17 @@ def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_sentiment_model(request: Request) -> SentimentModel:
-    model = get_registry(request).get("sentiment")
+def _ready_model(request: Request, task: str):
+    model = get_registry(request).get(task)
     if model is None:
-        raise ModelNotReady("no sentiment model is loaded")
+        raise ModelNotReady(f"no {task} model is loaded")
     model.require_ready()
     return model
+
+
+def get_sentiment_model(request: Request) -> SentimentModel:
+    return _ready_model(request, "sentiment")
+
+
+def get_music_model(request: Request) -> MusicModel:
+    return _ready_model(request, "music")

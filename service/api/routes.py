@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from seqserve.abc import check_tune, complete_tunes, to_midi
 from service.api import schemas
-from service.api.deps import get_registry, get_sentiment_model
+from service.api.deps import get_music_model, get_registry, get_sentiment_model
 from service.registry import ModelRegistry
+from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 
 router = APIRouter()
@@ -37,6 +43,62 @@ async def sentiment(body: schemas.SentimentRequest,
     if body.text is not None:
         return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
     return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)
+
+
+async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str]) -> schemas.MusicResponse:
+    tunes = []
+    for tune in complete_tunes(abc):
+        check = await asyncio.to_thread(check_tune, tune)  # music21 parsing takes a while
+        tunes.append(schemas.Tune(abc=tune, title=check.title, valid=check.valid))
+    return schemas.MusicResponse(abc=abc, tunes=tunes, seed=seed, model=model.manifest.id, ignored_characters=ignored)
+
+
+def _event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post("/generate-music", tags=["tasks"], responses={
+    **ERRORS, 200: {"description": "the JSON answer, or with `stream` Server-Sent Events: `chunk` events "
+                                   "`{\"text\": ...}` as characters are generated, then one `result` event "
+                                   "carrying the same JSON as the non-streamed answer",
+                    "content": {"text/event-stream": {"example": 'event: chunk\ndata: {"text": "T:The "}\n\n'
+                                                                'event: result\ndata: {"abc": "X:1\\nT:The ...", ...}\n\n'}}}},
+             response_model=schemas.MusicResponse, summary="Write folk music in ABC notation")
+async def generate_music(request: Request, body: schemas.MusicRequest,
+                         model: Annotated[MusicModel, Depends(get_music_model)]):
+    if body.top_k is not None and body.top_k > len(model.vocabulary):
+        raise RequestValidationError([{"loc": ("body", "top_k"), "type": "less_than_equal", "input": body.top_k,
+                                       "msg": f"Input should be less than or equal to {len(model.vocabulary)} "
+                                              "(the vocabulary size)"}])
+    seed = body.seed if body.seed is not None else secrets.randbits(63)
+    prompt, ignored = model.clean_prompt(body.prompt)
+    chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed)
+    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+        async def events():
+            generated = []
+            async for chunk in chunks:
+                generated.append(chunk)
+                yield _event("chunk", {"text": chunk})
+            answer = await _music_answer(prompt + "".join(generated), seed, model, ignored)
+            yield _event("result", answer.model_dump())
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    generated = [chunk async for chunk in chunks]
+    return await _music_answer(prompt + "".join(generated), seed, model, ignored)
+
+
+@router.post("/generate-music/midi", tags=["tasks"], response_class=Response,
+             responses={200: {"content": {"audio/midi": {}}, "description": "a standard MIDI file"},
+                        422: ERRORS[422]},
+             summary="One tune in ABC (e.g. from `tunes[i].abc`) as a MIDI file")
+async def abc_to_midi(body: schemas.MidiRequest) -> Response:
+    try:
+        data = await asyncio.to_thread(to_midi, body.abc)
+    except ValueError as error:
+        raise RequestValidationError([{"loc": ("body", "abc"), "type": "value_error", "msg": str(error),
+                                       "input": None}]) from error
+    return Response(data, media_type="audio/midi", headers={"Content-Disposition": 'attachment; filename="tune.mid"'})
 
 
 @router.get("/healthz", tags=["operations"], response_model=schemas.HealthResponse,

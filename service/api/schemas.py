@@ -112,3 +112,53 @@ class ModelsResponse(BaseModel):
         "metrics": {"test_imdb": {"accuracy": 0.9124, "examples": 2490}}}]}]})
 
     models: list[ModelInfo]
+
+
+MAX_PROMPT_CHARS = 5_000
+MAX_MUSIC_LENGTH = 5_000
+
+
+class MusicRequest(BaseModel):
+    """Everything is optional: an empty body starts a new tune with the defaults."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"max_length": 600, "temperature": 0.9, "top_k": 20, "seed": 7},
+        {"prompt": "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n", "max_length": 400, "seed": 1},
+        {"max_length": 300, "seed": 3, "stream": True}]})
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
+                               description="ABC text to continue; default: the start of a new tune (`X:1`). "
+                                           "Characters outside the model's vocabulary are dropped after NFKC "
+                                           "normalisation and listed in `ignored_characters`.")
+    max_length: int = Field(1000, ge=1, le=MAX_MUSIC_LENGTH, description="characters to generate")
+    temperature: float = Field(1.0, gt=0, le=2, description="> 0 and <= 2; lower is more conservative")
+    top_k: int | None = Field(None, ge=1, description="sample from the k likeliest characters (1 to vocabulary size)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed and request give the same output")
+    stream: bool = Field(False, description="answer as Server-Sent Events (also: Accept: text/event-stream)")
+
+
+class Tune(BaseModel):
+    abc: str
+    title: str | None
+    valid: bool = Field(description="X:, T:, M:, L:, K: present; music21 parses it; >= 90% of bars fit M: and L:")
+
+
+class MusicResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...\n\n",
+        "tunes": [{"abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...",
+                   "title": "The Humours of Ballyconnell", "valid": True}],
+        "seed": 7, "model": "music/1", "ignored_characters": []}]})
+
+    abc: str = Field(description="prompt + generated text")
+    tunes: list[Tune] = Field(description="the complete tunes in the output (each ends with a blank line)")
+    seed: int
+    model: str
+    ignored_characters: list[str] = Field(description="prompt characters the model cannot read, dropped")
+
+
+class MidiRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"abc": "X:1\nT:Example\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"}]})
+
+    abc: str = Field(min_length=1, max_length=20_000, description="one tune in ABC notation")
