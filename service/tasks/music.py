@@ -5,6 +5,7 @@ be streamed, and a client that goes away stops its generation at the next chunk.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -90,7 +91,10 @@ class MusicModel(ServedModel):
             produced = 0
             while produced < max_length:
                 count = min(CHUNK_CHARS, max_length - produced)
+                started = time.perf_counter()
                 text = await asyncio.to_thread(self._advance, state, count, temperature, top_k, generator)
+                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
+                self.metrics.batch_size.labels(self.name).observe(1)
                 produced += count
                 yield text
         finally:
