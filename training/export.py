@@ -78,6 +78,26 @@ def signature(graph: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec
     return [spec(v) for v in graph.graph.input], [spec(v) for v in graph.graph.output]
 
 
+def staging_dir(model_dir: Path) -> Path:
+    """An empty folder beside the version: the version appears only once everything passed."""
+    staging = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate) -> Manifest:
+    """Evaluate the staged graphs, write their metrics into the manifest, then move the
+    staged folder into place as the version."""
+    manifest.save(staging)
+    manifest.metrics |= evaluate(staging)
+    manifest.save(staging)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    staging.rename(model_dir)
+    return manifest
+
+
 def cpu_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -122,9 +142,7 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     model.load_state_dict(checkpoint["model"])
     model.eval()
 
-    staging = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
     truncation = TruncationPolicy(config["tokenizer"]["max_tokens"], config["tokenizer"]["head_tokens"])
     encoder = TextEncoder.from_file(staging / TOKENIZER_FILE, truncation)
@@ -169,14 +187,7 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         training=training_summary,
         metrics={"parity_max_abs_diff": worst},
     )
-    manifest.save(staging)
-    manifest.metrics |= evaluate_sentiment(staging)
-    manifest.save(staging)
-
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    staging.rename(model_dir)
-    return manifest
+    return publish(manifest, staging, model_dir, evaluate_sentiment)
 
 
 # --- music: a prompt graph and a step graph, each exported in its own process ---------------
@@ -277,9 +288,7 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
 
     model, checkpoint = load_music_model(run_dir)
     config = checkpoint["config"]
-    staging = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
     for kind, file in MUSIC_GRAPHS.items():
         subprocess.run([sys.executable, "-m", "training.export", "music-graph", kind, str(run_dir),
@@ -312,15 +321,9 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         training=training_summary,
         metrics={"parity_max_abs_diff": worst},
     )
-    manifest.save(staging)
     from training.evaluate import evaluate_music
 
-    manifest.metrics |= evaluate_music(staging)
-    manifest.save(staging)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    staging.rename(model_dir)
-    return manifest
+    return publish(manifest, staging, model_dir, evaluate_music)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,17 @@ def epoch_indices(rows: list[dict[str, Any]], oversample: dict[str, int]) -> lis
     return [i for i, row in enumerate(rows) for _ in range(int(oversample.get(row["source"], 1)))]
 
 
+def start_run(seed: int, run_dir: Path, resume: bool, device: str) -> tuple[torch.device, Path, Path]:
+    """Seed, pick the device, and name the checkpoints: last.pt (every epoch, for --resume)
+    and best.pt (best validation, for export)."""
+    seed_everything(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and not last_path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {last_path}")
+    return resolve_device(device), last_path, best_path
+
+
 def length_bucketed_batches(indices: list[int], lengths: list[int], batch_size: int,
                             rng: random.Random) -> list[list[int]]:
     """Shuffle, then sort within windows of 50 batches so each batch holds similar lengths
@@ -107,12 +118,7 @@ def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[l
 def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
                     device: str = "auto", progress: bool = True) -> dict[str, Any]:
     settings, model_config, token_config = config["train"], config["model"], config["tokenizer"]
-    seed_everything(settings["seed"])
-    device_ = resolve_device(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume and not last_path.is_file():
-        raise SystemExit(f"--resume: no checkpoint at {last_path}")
+    device_, last_path, best_path = start_run(settings["seed"], run_dir, resume, device)
 
     splits = sentiment_data.load_splits()
     train_rows = subsample(splits["train"], settings["train_examples"], settings["seed"])
@@ -284,12 +290,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
     in windows of `sequence_length`; the LSTM state carries from one window to the next
     (detached, so gradients stop at the window's edge)."""
     settings, model_config = config["train"], config["model"]
-    seed_everything(settings["seed"])
-    device_ = resolve_device(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume and not last_path.is_file():
-        raise SystemExit(f"--resume: no checkpoint at {last_path}")
+    device_, last_path, best_path = start_run(settings["seed"], run_dir, resume, device)
 
     splits = music_data.load_splits()
     train_tunes = subsample(splits["train"], settings["train_tunes"], settings["seed"])
