@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 ERRORS = {
     413: {"model": schemas.ErrorBody, "description": "request body too large"},
@@ -76,10 +78,15 @@ async def generate_music(request: Request, body: schemas.MusicRequest,
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
         async def events():
             generated = []
-            async for chunk in chunks:
-                generated.append(chunk)
-                yield _event("chunk", {"text": chunk})
-            answer = await _music_answer(prompt + "".join(generated), seed, model, ignored)
+            try:
+                async for chunk in chunks:
+                    generated.append(chunk)
+                    yield _event("chunk", {"text": chunk})
+                answer = await _music_answer(prompt + "".join(generated), seed, model, ignored)
+            except Exception as error:  # headers are sent: the failure travels as an event
+                log.exception("music stream failed")
+                yield _event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
+                return
             yield _event("result", answer.model_dump())
 
         return StreamingResponse(events(), media_type="text/event-stream",
