@@ -6,6 +6,8 @@ depends on its seed and settings alone, never on what else runs in the same batc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from seqserve.abc import TUNE_SEPARATOR
@@ -27,35 +29,53 @@ def sample_ids(logits: np.ndarray, temperature: float, top_k: int | None,
     return np.minimum(ids, scaled.shape[-1] - 1)
 
 
-def generate(prompt_session, step_session, vocabulary: CharVocabulary, prompt: str, seeds: list[int],
-             max_length: int, temperature: float = 1.0, top_k: int | None = None,
-             stop_at_tune_end: bool = True) -> list[str]:
-    """Continue one cleaned prompt once per seed, in one batch: the prompt graph reads the prompt,
-    then the step graph writes one character per run. Returns the generated text per seed
-    (without the prompt), stopped at the end of the first tune if asked."""
-    layers, hidden = _state_shape(prompt_session)
-    batch = len(seeds)
+@dataclass
+class GenerationState:
+    """Where a batch of sequences stands: the distribution of each one's next character and
+    the LSTM state after everything read or written so far."""
+
+    logits: np.ndarray  # [B, V]
+    h: np.ndarray  # [layers, B, hidden]
+    c: np.ndarray
+
+
+def state_shape(prompt_session) -> tuple[int, int]:
+    """(layers, hidden size) of the recurrent state, read from the prompt graph's signature."""
+    shape = next(i.shape for i in prompt_session.get_inputs() if i.name == "h0")
+    return int(shape[0]), int(shape[2])
+
+
+def read_prompt(prompt_session, vocabulary: CharVocabulary, prompt: str, batch: int = 1) -> GenerationState:
+    """Run the prompt graph once over a cleaned prompt, for `batch` copies of it."""
+    layers, hidden = state_shape(prompt_session)
     tokens = np.repeat(vocabulary.encode(prompt)[None, :], batch, axis=0)
     zeros = np.zeros((layers, batch, hidden), dtype=np.float32)
     logits, h, c = prompt_session.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros})
-    logits = logits[:, -1, :]
+    return GenerationState(logits[:, -1, :], h, c)
+
+
+def step(step_session, state: GenerationState, temperature: float, top_k: int | None,
+         generators: list[np.random.Generator]) -> np.ndarray:
+    """Sample one character per sequence, then advance the state past it (one step-graph run)."""
+    ids = sample_ids(state.logits, temperature, top_k, generators)
+    state.logits, state.h, state.c = step_session.run(
+        None, {"token": ids[:, None].astype(np.int64), "h": state.h, "c": state.c})
+    return ids
+
+
+def generate_tunes(prompt_session, step_session, vocabulary: CharVocabulary, prompt: str, seeds: list[int],
+                   max_length: int, temperature: float = 1.0, top_k: int | None = None) -> list[str]:
+    """Continue one cleaned prompt once per seed, in one batch, each until its tune ends (the
+    blank line) or `max_length` characters; returns the text written after the prompt."""
+    state = read_prompt(prompt_session, vocabulary, prompt, batch=len(seeds))
     generators = [np.random.default_rng(seed) for seed in seeds]
-    outputs = [[] for _ in seeds]
-    active = np.ones(batch, dtype=bool)
-    separator = TUNE_SEPARATOR
+    outputs = ["" for _ in seeds]
+    active = np.ones(len(seeds), dtype=bool)
     for _ in range(max_length):
-        ids = sample_ids(logits, temperature, top_k, generators)
+        ids = step(step_session, state, temperature, top_k, generators)
         for row in np.flatnonzero(active):
-            outputs[row].append(vocabulary.characters[ids[row]])
-            if stop_at_tune_end and "".join(outputs[row][-len(separator):]) == separator:
-                active[row] = False
+            outputs[row] += vocabulary.characters[ids[row]]
+            active[row] = not outputs[row].endswith(TUNE_SEPARATOR)
         if not active.any():
             break
-        logits, h, c = step_session.run(None, {"token": ids[:, None].astype(np.int64), "h": h, "c": c})
-    texts = ["".join(chars) for chars in outputs]
-    return [t.split(separator)[0] if stop_at_tune_end else t for t in texts]
-
-
-def _state_shape(session) -> tuple[int, int]:
-    shape = next(i.shape for i in session.get_inputs() if i.name == "h0")
-    return int(shape[0]), int(shape[2])
+    return [text.split(TUNE_SEPARATOR)[0] for text in outputs]

@@ -74,7 +74,9 @@ def music_test_loss(prompt_session: ort.InferenceSession, ids, streams: int = 8,
 
     length = len(ids) // streams
     data = ids[: length * streams].reshape(streams, length)
-    layers, hidden = (int(d) for d in (prompt_session.get_inputs()[1].shape[0], prompt_session.get_inputs()[1].shape[2]))
+    from seqserve.generation import state_shape
+
+    layers, hidden = state_shape(prompt_session)
     h = c = np.zeros((layers, streams, hidden), dtype=np.float32)
     total, count = 0.0, 0
     for start in range(0, length - 1, window):
@@ -93,9 +95,8 @@ def evaluate_music(model_dir: Path, samples: int = 200, max_length: int = 1500, 
     the share of generated 16-character spans found verbatim in the training text."""
     from seqserve.abc import check_tune
     from seqserve.characters import CharVocabulary
-    from seqserve.generation import generate
+    from seqserve.generation import generate_tunes
     from training.data import music as music_data
-    from training.train import tunes_text
 
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
@@ -103,16 +104,16 @@ def evaluate_music(model_dir: Path, samples: int = 200, max_length: int = 1500, 
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
     splits = music_data.load_splits()
     test = splits["test"][:limit] if limit else splits["test"]
-    test_ids = vocabulary.encode(vocabulary.clean(tunes_text(test))[0])
+    test_ids = vocabulary.encode(vocabulary.clean(music_data.tunes_text(test))[0])
     metrics: dict[str, Any] = {"test_loss_nats_per_char": round(music_test_loss(sessions["prompt"], test_ids), 4),
                                "test_tunes": len(test)}
 
-    tunes = generate(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=list(range(1000, 1000 + samples)),
-                     max_length=max_length, temperature=1.0)
+    tunes = generate_tunes(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=list(range(1000, 1000 + samples)),
+                           max_length=max_length, temperature=1.0)
     tunes = ["X:1\n" + t for t in tunes]
     checks = [check_tune(t) for t in tunes]
     span = 16
-    training_text = tunes_text(splits["train"])
+    training_text = music_data.tunes_text(splits["train"])
     seen = {training_text[i : i + span] for i in range(len(training_text) - span + 1)}
     spans = [t[i : i + span] for t in tunes for i in range(len(t) - span + 1)]
     metrics |= {

@@ -16,7 +16,6 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from seqserve.abc import TUNE_SEPARATOR
 from seqserve.characters import CharVocabulary
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training.data import music as music_data
@@ -263,10 +262,6 @@ def streams(ids: np.ndarray, batch: int) -> torch.Tensor:
     return torch.from_numpy(ids[: length * batch].reshape(batch, length))
 
 
-def tunes_text(tunes: list[dict[str, Any]]) -> str:
-    return "".join(t["abc"] + TUNE_SEPARATOR for t in tunes)
-
-
 @torch.no_grad()
 def stream_loss(model: CharLSTM, ids: np.ndarray, device: torch.device, batch: int = 8,
                 window: int = 200) -> float:
@@ -299,9 +294,9 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
     if resume and vocabulary_path.is_file():
         vocabulary = CharVocabulary.load(vocabulary_path)
     else:
-        vocabulary = CharVocabulary.from_texts([tunes_text(train_tunes)])
+        vocabulary = CharVocabulary.from_texts([music_data.tunes_text(train_tunes)])
         vocabulary.save(vocabulary_path)
-    validation_ids = vocabulary.encode(vocabulary.clean(tunes_text(validation_tunes))[0])
+    validation_ids = vocabulary.encode(vocabulary.clean(music_data.tunes_text(validation_tunes))[0])
 
     model_args = {"vocab_size": len(vocabulary), "embed_dim": model_config["embed_dim"],
                   "hidden_size": model_config["hidden_size"], "num_layers": model_config["num_layers"],
@@ -324,7 +319,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         model.train()
         order = list(train_tunes)
         random.Random(settings["seed"] + epoch).shuffle(order)
-        data = streams(vocabulary.encode(tunes_text(order)), batch).to(device_)
+        data = streams(vocabulary.encode(music_data.tunes_text(order)), batch).to(device_)
         h, c = model.initial_state(batch, device_)
         bar = tqdm(range(0, data.shape[1] - 1, window), desc=f"epoch {epoch}/{settings['max_epochs']}",
                    disable=not progress)

@@ -7,24 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import numpy as np
 
 from seqserve.characters import CharVocabulary
-from seqserve.generation import sample_ids
+from seqserve.generation import GenerationState, read_prompt, step
 from service.batching import QueueFull
 from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
 CHUNK_CHARS = 32  # characters per thread hop, and per streamed event
-
-
-@dataclass
-class _State:
-    logits: np.ndarray  # [1, V]: the distribution of the next character
-    h: np.ndarray
-    c: np.ndarray
 
 
 class MusicModel(ServedModel):
@@ -33,15 +24,13 @@ class MusicModel(ServedModel):
     def prepare(self) -> None:
         self.vocabulary = CharVocabulary.load(self.model_dir / self.manifest.preprocessing["vocabulary"])
         self.prompt_graph, self.step_graph = self.sessions["prompt"], self.sessions["step"]
-        state = self.manifest.preprocessing["state"]
-        self.state_shape = (state["layers"], 1, state["hidden_size"])
         self.active = 0
 
     async def start(self) -> None:
         pass
 
     async def warm_up(self) -> None:
-        state = await asyncio.to_thread(self._read, NEW_TUNE)
+        state = await asyncio.to_thread(read_prompt, self.prompt_graph, self.vocabulary, NEW_TUNE)
         await asyncio.to_thread(self._advance, state, 4, 1.0, None, np.random.default_rng(0))
 
     async def close(self) -> None:
@@ -56,21 +45,10 @@ class MusicModel(ServedModel):
         kept, dropped = self.vocabulary.clean(prompt)
         return (kept or NEW_TUNE), dropped
 
-    def _read(self, prompt: str) -> _State:
-        zeros = np.zeros(self.state_shape, dtype=np.float32)
-        tokens = self.vocabulary.encode(prompt)[None, :]
-        logits, h, c = self.prompt_graph.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros})
-        return _State(logits[:, -1, :], h, c)
-
-    def _advance(self, state: _State, count: int, temperature: float, top_k: int | None,
+    def _advance(self, state: GenerationState, count: int, temperature: float, top_k: int | None,
                  generator: np.random.Generator) -> str:
-        chars = []
-        for _ in range(count):
-            token = sample_ids(state.logits, temperature, top_k, [generator])
-            chars.append(self.vocabulary.characters[int(token[0])])
-            state.logits, state.h, state.c = self.step_graph.run(
-                None, {"token": token[:, None].astype(np.int64), "h": state.h, "c": state.c})
-        return "".join(chars)
+        ids = [int(step(self.step_graph, state, temperature, top_k, [generator])[0]) for _ in range(count)]
+        return self.vocabulary.decode(ids)
 
     def generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
                  seed: int) -> AsyncIterator[str]:
@@ -87,7 +65,7 @@ class MusicModel(ServedModel):
         self.active += 1
         try:
             generator = np.random.default_rng(seed)
-            state = await asyncio.to_thread(self._read, prompt)
+            state = await asyncio.to_thread(read_prompt, self.prompt_graph, self.vocabulary, prompt)
             produced = 0
             while produced < max_length:
                 count = min(CHUNK_CHARS, max_length - produced)

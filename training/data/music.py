@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from seqserve.abc import check_tune, header_fields, split_tunes
+from seqserve.abc import TUNE_SEPARATOR, check_tune, header_fields, split_tunes
 from training.config import cache_dir
 from training.data.splits import SPLITS, read_split, write_split
 from training.fetch import download_artifact, read_member, verified
@@ -138,6 +138,11 @@ def prepare(config: dict[str, Any]) -> dict[str, Any]:
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def tunes_text(tunes: list[dict[str, Any]]) -> str:
+    """Tunes as the model reads them: each followed by the blank line that ends a tune."""
+    return "".join(t["abc"] + TUNE_SEPARATOR for t in tunes)
 
 
 def load_splits() -> dict[str, list[dict[str, Any]]]:
