@@ -39,6 +39,15 @@ class TruncationPolicy:
         return ids[: self.head_tokens] + (ids[-tail:] if tail else [])
 
 
+def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id lists into `(ids [B, T], lengths [B])` int64 arrays, the graphs' inputs."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    ids = np.full((len(sequences), int(lengths.max(initial=1))), pad_id, dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = sequence
+    return ids, lengths
+
+
 class TextEncoder:
     """Wraps a `tokenizers.Tokenizer` and turns texts into `(input_ids, lengths)` arrays."""
 
@@ -65,11 +74,7 @@ class TextEncoder:
         return [self.truncation.apply(e.ids) or [self.unk_id] for e in encodings]
 
     def pad(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-        ids = np.full((len(sequences), int(lengths.max(initial=1))), self.pad_id, dtype=np.int64)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)] = sequence
-        return ids, lengths
+        return pad_sequences(sequences, self.pad_id)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.pad(self.token_ids(texts))

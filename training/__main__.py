@@ -15,9 +15,10 @@ from pathlib import Path
 
 from training.config import REPO_ROOT, load_config, runs_dir
 
-TASKS = ("sentiment", "music")
-# Steps each task has so far (music: issue 3 in progress).
-STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train", "export", "evaluate"}}
+TASKS = ("sentiment", "music", "translate")
+# Steps each task has.
+STEPS = {"sentiment": {"data", "train", "export", "evaluate"}, "music": {"data", "train", "export", "evaluate"},
+         "translate": {"data", "train", "export", "evaluate"}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -291,7 +291,7 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
     for kind, file in MUSIC_GRAPHS.items():
-        subprocess.run([sys.executable, "-m", "training.export", "music-graph", kind, str(run_dir),
+        subprocess.run([sys.executable, "-m", "training.export", "music", kind, str(run_dir),
                         str(staging / file)], check=True)
     sessions = {kind: cpu_session(staging / file) for kind, file in MUSIC_GRAPHS.items()}
     vocab_size = checkpoint["model_args"]["vocab_size"]
@@ -326,11 +326,182 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     return publish(manifest, staging, model_dir, evaluate_music)
 
 
+# --- translation: an encoder graph and a decoder-step graph, each in its own process ---------
+
+TRANSLATE_GRAPHS = {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onnx"}
+
+
+def load_translate_model(run_dir: Path):
+    from training.models.translate import Translator
+
+    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    model = Translator(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+def export_translate_graph(run_dir: Path, kind: str, path: Path) -> None:
+    """Export one of the two translation graphs; called in a fresh process by `export_translate`."""
+    from training.models.translate import TranslatorEncoder, TranslatorStep
+
+    model, _ = load_translate_model(run_dir)
+    batch, source = torch.export.Dim("batch", min=1), torch.export.Dim("source", min=1)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    if kind == "encoder":
+        export_graph(TranslatorEncoder(model).eval(), (ids, lengths), path, ["source_ids", "source_lengths"],
+                     ["memory", "keys", "h0", "c0"],
+                     {"source_ids": {0: batch, 1: source}, "source_lengths": {0: batch}})
+        graph = relabel_output_axes(path, {"memory": {0: "batch", 1: "source"}, "keys": {0: "batch", 1: "source"}})
+        check_symbolic_axes(graph, {"source_ids": {0: "batch", 1: "source"}, "source_lengths": {0: "batch"},
+                                    "memory": {0: "batch", 1: "source"}, "keys": {0: "batch", 1: "source"},
+                                    "h0": {0: "batch"}, "c0": {0: "batch"}})
+    else:
+        with torch.no_grad():
+            memory, keys, h, c = model.encode(ids, lengths)
+        mask = torch.arange(ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        previous = torch.tensor([2, 2])
+        export_graph(TranslatorStep(model).eval(), (previous, h, c, memory, keys, mask), path,
+                     ["previous_token", "h", "c", "memory", "keys", "source_mask"],
+                     ["log_probs", "h_next", "c_next", "attention"],
+                     {"previous_token": {0: batch}, "h": {0: batch}, "c": {0: batch}, "memory": {0: batch, 1: source},
+                      "keys": {0: batch, 1: source}, "source_mask": {0: batch, 1: source}})
+        graph = relabel_output_axes(path, {"attention": {0: "batch", 1: "source"}})
+        check_symbolic_axes(graph, {"previous_token": {0: "batch"}, "memory": {0: "batch", 1: "source"},
+                                    "source_mask": {0: "batch", 1: "source"}, "log_probs": {0: "batch"},
+                                    "h_next": {0: "batch"}, "attention": {0: "batch", 1: "source"}})
+
+
+def check_translate_parity(model, encoder: ort.InferenceSession, step: ort.InferenceSession, codec,
+                           texts: list[str], steps: int = 30) -> float:
+    """ORT vs torch: the encoder at batch 1 / length 1 and on a ragged batch (also against each
+    text alone); then `steps` chained decoder steps on the ragged batch, each against torch's.
+    Padded source positions must get exactly zero attention. Returns the largest difference."""
+    from training.models.translate import source_mask
+
+    worst = 0.0
+
+    def compare(expected, actual) -> None:
+        nonlocal worst
+        for e, a in zip(expected, actual):
+            worst = max(worst, float(np.abs(e.numpy() - a).max()))
+
+    def encode_torch(ids: np.ndarray, lengths: np.ndarray):
+        with torch.no_grad():
+            return model.encode(torch.from_numpy(ids), torch.from_numpy(lengths))
+
+    def run_encoder(ids: np.ndarray, lengths: np.ndarray):
+        return encoder.run(None, {"source_ids": ids, "source_lengths": lengths})
+
+    one = np.array([[codec.unk_id]]), np.array([1])
+    compare(encode_torch(*one), run_encoder(*one))
+    sources = codec.source_ids(texts)
+    ids, lengths = codec.pad(sources)
+    assert len(set(lengths.tolist())) > 1, "the ragged check needs texts of different lengths"
+    ragged = run_encoder(ids, lengths)
+    compare(encode_torch(ids, lengths), ragged)
+    for row, source in enumerate(sources):  # padding must not change a sentence's memory
+        alone = run_encoder(*codec.pad([source]))
+        worst = max(worst, float(np.abs(alone[0][0] - ragged[0][row, : len(source)]).max()))
+
+    memory, keys, h, c = ragged
+    mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    torch_state = [torch.from_numpy(x) for x in (h, c)]
+    torch_memory = [torch.from_numpy(x) for x in (memory, keys)]
+    torch_mask = source_mask(torch.from_numpy(ids), torch.from_numpy(lengths))
+    rng = np.random.default_rng(0)
+    previous = np.full(len(sources), codec.bos_id, dtype=np.int64)
+    for _ in range(steps):
+        with torch.no_grad():
+            expected = model.step(torch.from_numpy(previous), *torch_state, *torch_memory, torch_mask)
+        actual = step.run(None, {"previous_token": previous, "h": h, "c": c, "memory": memory, "keys": keys,
+                                 "source_mask": mask})
+        compare(expected, actual)
+        attention = actual[3]
+        if np.any(attention[~mask] != 0) or not np.allclose(attention.sum(-1), 1, atol=1e-5):
+            raise AssertionError("attention must be zero on padding and sum to 1 over the source")
+        _, h, c, _ = actual
+        torch_state = list(expected[1:3])
+        previous = rng.integers(4, codec.vocab_size, len(sources))
+    if worst > PARITY_ATOL:
+        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e} (> {PARITY_ATOL})")
+    return worst
+
+
+def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) -> int:
+    """Greedy decoding through the ONNX graphs (the service's beam search at beam 1) gives the
+    same tokens as the torch model's greedy decoding; returns how many texts were compared."""
+    from seqserve.translation import beam_search
+    from training.train import greedy_translate
+
+    sources = codec.source_ids(texts)
+    onnx_ids = [hyp.ids for hyp in beam_search(encoder, step, codec, sources, beam_size=1, max_length=60)]
+    torch_ids = greedy_translate(model, codec, sources, torch.device("cpu"), max_length=60)
+    mismatched = [text for text, a, b in zip(texts, onnx_ids, torch_ids) if a != b]
+    if mismatched:
+        raise AssertionError(f"ONNX greedy decoding differs from torch on {len(mismatched)} texts, e.g. {mismatched[0]!r}")
+    return len(texts)
+
+
+def export_translate(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+    import subprocess
+    import sys
+
+    from seqserve.translation import SubwordCodec
+    from training.data import translate as translate_data
+
+    model, checkpoint = load_translate_model(run_dir)
+    config = checkpoint["config"]
+    staging = staging_dir(model_dir)
+    shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    for kind, file in TRANSLATE_GRAPHS.items():
+        subprocess.run([sys.executable, "-m", "training.export", "translate", kind, str(run_dir),
+                        str(staging / file)], check=True)
+    sessions = {kind: cpu_session(staging / file) for kind, file in TRANSLATE_GRAPHS.items()}
+    codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
+    validation = translate_data.load_splits()["validation"]
+    texts = [row["english"] for row in validation[:7]] + ["Hi.", "Tom, who lives in Boston, doesn't like the rain at all."]
+    worst = check_translate_parity(model, sessions["encoder"], sessions["decoder_step"], codec, texts)
+    compared = check_decoding_matches_torch(model, sessions["encoder"], sessions["decoder_step"], codec,
+                                            [row["english"] for row in validation[:50]])
+    graphs = {}
+    for kind, file in TRANSLATE_GRAPHS.items():
+        inputs, outputs = signature(onnx.load(str(staging / file)))
+        graphs[kind] = GraphSpec(file=file, inputs=inputs, outputs=outputs)
+
+    meta = translate_data.load_meta()
+    manifest = Manifest(
+        name="translate", version=version, task="translate",
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        description="English -> Spanish: bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, "
+                    "one shared BPE vocabulary and tied embeddings.",
+        files=file_entries(staging, [*TRANSLATE_GRAPHS.values(), TOKENIZER_FILE]),
+        graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
+        preprocessing={"tokenizer": TOKENIZER_FILE, "max_source_tokens": codec.max_source_tokens,
+                       "special_tokens": {"pad": codec.pad_id, "unk": codec.unk_id, "bos": codec.bos_id,
+                                          "eos": codec.eos_id},
+                       "state": {"decoder_hidden": checkpoint["model_args"]["decoder_hidden"]}},
+        data=DataSource(package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
+                        license=meta["license"], splits=meta["splits"],
+                        extra={k: meta[k] for k in ("seed", "split_pairs", "english_sentences", "pairs_kept")}),
+        hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
+                         "profile": config["profile"]},
+        training=json.loads((run_dir / "training.json").read_text()),
+        metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
+    )
+    from training.evaluate import evaluate_translate
+
+    return publish(manifest, staging, model_dir, evaluate_translate)
+
+
+GRAPH_EXPORTERS = {"music": (MUSIC_GRAPHS, export_music_graph), "translate": (TRANSLATE_GRAPHS, export_translate_graph)}
+
 if __name__ == "__main__":
     import sys
 
-    # python -m training.export music-graph <prompt|step> <run_dir> <path>  (one graph per process)
-    _, command, kind, run_dir, path = sys.argv
-    if command != "music-graph" or kind not in MUSIC_GRAPHS:
-        raise SystemExit(f"usage: python -m training.export music-graph {{{'|'.join(MUSIC_GRAPHS)}}} RUN_DIR PATH")
-    export_music_graph(Path(run_dir), kind, Path(path))
+    # python -m training.export <music|translate> <graph> <run_dir> <path>  (one graph per process)
+    _, task, kind, run_dir, path = sys.argv
+    graphs, exporter = GRAPH_EXPORTERS.get(task, ({}, None))
+    if kind not in graphs:
+        raise SystemExit("usage: python -m training.export {music|translate} GRAPH RUN_DIR PATH")
+    exporter(Path(run_dir), kind, Path(path))

@@ -1,16 +1,16 @@
-"""Build the word-level tokenizer from the training split only.
+"""Build tokenizers from a training split only.
 
-Word level (not subword) so that pretrained word vectors can initialise the embedding.
+Sentiment: word level (not subword) so that pretrained word vectors can initialise the embedding.
 The normaliser lower-cases, folds accents and drops HTML line breaks, so that original-case
 paragraphs (IMDB, real users) and lower-cased tokenised sentences (Rotten Tomatoes) meet
-the same vocabulary.
+the same vocabulary. Translation: subword (BPE), below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from seqserve.tokenization import PAD, UNK
 
@@ -46,3 +46,27 @@ def words(texts: Iterable[str]) -> set[str]:
     for text in texts:
         seen.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
     return seen
+
+
+def build_subword_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    """One BPE vocabulary for English and Spanish (translation).
+
+    Case and accents are kept (they are part of the output); punctuation is split from
+    words, and digits are single tokens, so that numbers are copied digit by digit rather
+    than memorised. Spaces become the "▁" word-start mark, so decoding restores them.
+    Characters never seen in training become [UNK].
+    """
+    from seqserve.translation import SPECIAL_TOKENS
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(),
+        pre_tokenizers.Punctuation("isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer

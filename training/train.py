@@ -18,11 +18,14 @@ from tqdm import tqdm
 
 from seqserve.characters import CharVocabulary
 from seqserve.tokenization import TextEncoder, TruncationPolicy
+from seqserve.translation import SubwordCodec
 from training.data import music as music_data
 from training.data import sentiment as sentiment_data
+from training.data import translate as translate_data
 from training.models.music import CharLSTM
 from training.models.sentiment import SentimentLSTM
-from training.tokenizer import build_word_tokenizer
+from training.models.translate import Translator, source_mask
+from training.tokenizer import build_subword_tokenizer, build_word_tokenizer
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +192,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
                 averaged.update_parameters(model)
             total_loss += loss.item() * len(batch)
             seen += len(batch)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
         validation = accuracy_by_source(evaluated, encoder, validation_sequences, validation_rows, device_)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", **{f"val_{k}": f"{v:.4f}" for k, v in validation.items()})
         bar.close()
@@ -227,7 +230,9 @@ def write_summary(run_dir: Path, state: dict[str, Any], settings: dict[str, Any]
         "torch_version": torch.__version__, "seconds": round(state["seconds"], 1),
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_validation": best,
         "stopped": ("running" if not finished
-                    else "early stopping" if state["bad_epochs"] >= settings["patience"] else "max_epochs"),
+                    else "early stopping" if state["bad_epochs"] >= settings["patience"]
+                    else "time budget" if settings.get("max_seconds") and state["seconds"] >= settings["max_seconds"]
+                    else "max_epochs"),
         "train_examples": train_examples, "validation_examples": validation_examples,
         "pretrained_vectors_used": state.get("pretrained_vectors_used") or None,
         "history": state["history"],
@@ -336,7 +341,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
             optimizer.step()
             total_loss += loss.item() * targets.numel()
             seen += targets.numel()
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
         validation_loss = stream_loss(model, validation_ids, device_)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", val_loss=f"{validation_loss:.4f}")
         bar.close()
@@ -360,4 +365,133 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=False)
 
     summary = write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=True)
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def smoothed_nll(log_probs: torch.Tensor, targets: torch.Tensor, pad_id: int, smoothing: float) -> torch.Tensor:
+    """Label-smoothed negative log-likelihood per real (non-pad) target token."""
+    valid = targets != pad_id
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    uniform = -log_probs.mean(dim=-1)
+    return (((1 - smoothing) * nll + smoothing * uniform) * valid).sum() / valid.sum()
+
+
+@torch.no_grad()
+def greedy_translate(model: Translator, codec: SubwordCodec, sources: list[list[int]], device: torch.device,
+                     max_length: int = 100, batch_size: int = 256) -> list[list[int]]:
+    """Greedy decoding with the torch model (validation during training)."""
+    model.eval()
+    outputs: list[list[int]] = [[] for _ in sources]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        ids, lengths = (torch.from_numpy(x).to(device) for x in codec.pad([sources[i] for i in batch]))
+        memory, keys, h, c = model.encode(ids, lengths)
+        mask = source_mask(ids, lengths)
+        previous = torch.full((len(batch),), codec.bos_id, dtype=torch.long, device=device)
+        done = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        produced = []
+        for _ in range(max_length):
+            log_probs, h, c, _ = model.step(previous, h, c, memory, keys, mask)
+            previous = log_probs.argmax(dim=-1)
+            produced.append(previous)
+            done |= previous == codec.eos_id
+            if done.all():
+                break
+        for row, ids_out in zip(batch, torch.stack(produced, dim=1).tolist()):
+            outputs[row] = ids_out[: ids_out.index(codec.eos_id)] if codec.eos_id in ids_out else ids_out
+    return outputs
+
+
+def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
+    """sacreBLEU over hypotheses; references[i] is the i-th reference stream."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hypotheses, references).score
+
+
+def train_translate(config: dict[str, Any], run_dir: Path, resume: bool = False,
+                    device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Teacher forcing with label smoothing; validated each epoch by greedy-decoding BLEU
+    (first reference), which early stopping and the learning-rate decay follow."""
+    settings, model_config, token_config = config["train"], config["model"], config["tokenizer"]
+    device_, last_path, best_path = start_run(settings["seed"], run_dir, resume, device)
+
+    splits = translate_data.load_splits()
+    train_pairs = subsample(translate_data.training_pairs(splits["train"]), settings["train_pairs"], settings["seed"])
+    validation_rows = subsample(splits["validation"], settings["validation_sentences"], settings["seed"])
+    tokenizer_path = run_dir / "tokenizer.json"
+    if not (resume and tokenizer_path.is_file()):
+        texts = [text for pair in train_pairs for text in pair]
+        build_subword_tokenizer(texts, token_config["vocab_size"], token_config["min_frequency"]).save(str(tokenizer_path))
+    codec = SubwordCodec.from_file(tokenizer_path, token_config["max_source_tokens"])
+    sources = codec.source_ids([english for english, _ in train_pairs])
+    targets = codec.target_ids([spanish for _, spanish in train_pairs], settings["max_target_tokens"])
+    validation_sources = codec.source_ids([row["english"] for row in validation_rows])
+    validation_references = [[row["spanish"][0] for row in validation_rows]]
+
+    model_args = {"vocab_size": codec.vocab_size, "embed_dim": model_config["embed_dim"],
+                  "encoder_hidden": model_config["encoder_hidden"], "decoder_hidden": model_config["decoder_hidden"],
+                  "dropout": model_config["dropout"], "pad_id": codec.pad_id}
+    model = Translator(**model_args).to(device_)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
+    state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if resume:
+        checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        print(f"resumed from {last_path} after epoch {state['epoch']}")
+
+    lengths = [len(s) + len(t) for s, t in zip(sources, targets)]
+    budget = settings.get("max_seconds", 0)
+    while (state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]
+           and not (budget and state["seconds"] >= budget)):
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        model.train()
+        batches = length_bucketed_batches(list(range(len(sources))), lengths, settings["batch_size"],
+                                          random.Random(settings["seed"] + epoch))
+        bar = tqdm(batches, desc=f"epoch {epoch}/{settings['max_epochs']}", disable=not progress, mininterval=10)
+        total_loss, seen = 0.0, 0
+        for batch in bar:
+            source_ids, source_lengths = (torch.from_numpy(x).to(device_) for x in codec.pad([sources[i] for i in batch]))
+            target_ids, _ = codec.pad([[codec.bos_id] + targets[i] + [codec.eos_id] for i in batch])
+            target_ids = torch.from_numpy(target_ids).to(device_)
+            log_probs = model(source_ids, source_lengths, target_ids[:, :-1])
+            loss = smoothed_nll(log_probs, target_ids[:, 1:], codec.pad_id, settings["label_smoothing"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings["clip_grad_norm"])
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+        hypotheses = [codec.decode(ids) for ids in greedy_translate(model, codec, validation_sources, device_)]
+        bleu = corpus_bleu(hypotheses, validation_references)
+        bar.close()
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch
+        learning_rate = optimizer.param_groups[0]["lr"]
+        record = {"epoch": epoch, "train_loss": round(total_loss / seen, 5), "learning_rate": learning_rate,
+                  "validation": {"greedy_bleu": round(bleu, 2)}, "seconds": round(time.perf_counter() - started, 1)}
+        state["history"].append(record)
+        improved = bleu > state["best_score"]
+        if improved:
+            state.update(best_score=bleu, best_epoch=epoch, bad_epochs=0)
+            torch.save({"model": model.state_dict(), "model_args": model_args, "config": config,
+                        "epoch": epoch, "validation": record["validation"]}, best_path)
+        else:
+            state["bad_epochs"] += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= settings["lr_decay"]
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                    "rng": {"torch": torch.get_rng_state()}}, last_path)
+        tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}, validation greedy BLEU {bleu:.2f}"
+                   + (" (best)" if improved else f" (no gain for {state['bad_epochs']}; lr -> "
+                                                  f"{optimizer.param_groups[0]['lr']:.2g})"))
+        write_summary(run_dir, state, settings, device_, len(train_pairs), len(validation_rows), finished=False)
+
+    summary = write_summary(run_dir, state, settings, device_, len(train_pairs), len(validation_rows), finished=True)
     return {k: v for k, v in summary.items() if k != "history"}

@@ -8,6 +8,7 @@ from service.registry import ModelRegistry
 from service.tasks.base import ModelNotReady
 from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
+from service.tasks.translate import TranslateModel
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -28,3 +29,7 @@ def get_sentiment_model(request: Request) -> SentimentModel:
 
 def get_music_model(request: Request) -> MusicModel:
     return _ready_model(request, "music")
+
+
+def get_translate_model(request: Request) -> TranslateModel:
+    return _ready_model(request, "translate")

@@ -15,10 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from seqserve.abc import check_tune, complete_tunes, to_midi
 from service.api import schemas
-from service.api.deps import get_music_model, get_registry, get_sentiment_model
+from service.api.deps import get_music_model, get_registry, get_sentiment_model, get_translate_model
 from service.registry import ModelRegistry
 from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
+from service.tasks.translate import TranslateModel
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -45,6 +46,26 @@ async def sentiment(body: schemas.SentimentRequest,
     if body.text is not None:
         return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
     return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)
+
+
+def _translation(result, return_attention: bool) -> schemas.TranslationResult:
+    attention = result.attention.astype(float).round(5).tolist() if return_attention else None
+    return schemas.TranslationResult(translation=result.translation, source_tokens=result.source_tokens,
+                                     target_tokens=result.target_tokens, attention=attention,
+                                     source_truncated=result.source_truncated)
+
+
+@router.post("/translate", tags=["tasks"], responses=ERRORS,
+             response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
+             summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
+async def translate(body: schemas.TranslateRequest,
+                    model: Annotated[TranslateModel, Depends(get_translate_model)]):
+    texts = [body.text] if body.text is not None else body.texts
+    results = await model.translate(texts, body.beam_size, body.max_length)
+    answers = [_translation(result, body.return_attention) for result in results]
+    if body.text is not None:
+        return schemas.TranslateResponse(**answers[0].model_dump(), model=model.manifest.id)
+    return schemas.TranslateBatchResponse(results=answers, model=model.manifest.id)
 
 
 async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str]) -> schemas.MusicResponse:

@@ -162,3 +162,55 @@ class MidiRequest(BaseModel):
         {"abc": "X:1\nT:Example\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"}]})
 
     abc: str = Field(min_length=1, max_length=20_000, description="one tune in ABC notation")
+
+
+MAX_TRANSLATE_CHARS = 1_000
+MAX_TRANSLATE_TEXTS = 32
+
+EnglishText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TRANSLATE_CHARS)]
+
+
+class TranslateRequest(BaseModel):
+    """Exactly one of `text` (one result) or `texts` (1 to 32, results in input order)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "I have never been to Spain.", "beam_size": 4},
+        {"texts": ["Where is the station?", "Tom bought three books."], "beam_size": 1, "return_attention": True}]})
+
+    text: EnglishText | None = Field(None, description="English, 1 to 1,000 characters after trimming")
+    texts: Annotated[list[EnglishText], Field(min_length=1, max_length=MAX_TRANSLATE_TEXTS)] | None = Field(
+        None, description="1 to 32 English texts, each 1 to 1,000 characters after trimming")
+    beam_size: int = Field(4, ge=1, le=8, description="1: greedy decoding; 2 to 8: beam search")
+    max_length: int = Field(128, ge=1, le=256, description="at most this many output subword tokens")
+    return_attention: bool = Field(False, description="include the attention matrix (target x source tokens)")
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "TranslateRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+
+class TranslationResult(BaseModel):
+    translation: str = Field(description="Spanish")
+    source_tokens: list[str] = Field(description="the subwords the model read ('▁' starts a word; [UNK]: a "
+                                                 "character it never saw in training)")
+    target_tokens: list[str] = Field(description="the subwords it wrote, without the end token")
+    attention: list[list[float]] | None = Field(
+        description="attention[i][j]: weight of target token i on source token j; each row sums to 1")
+    source_truncated: bool = Field(description="the text was longer than the model reads; only its start was translated")
+
+
+class TranslateResponse(TranslationResult):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "translation": "Nunca he estado en España.", "source_tokens": ["▁I", "▁have", "▁never", "▁been", "▁to",
+                                                                       "▁Spain", "."],
+        "target_tokens": ["▁Nunca", "▁he", "▁estado", "▁en", "▁España", "."], "attention": None,
+        "source_truncated": False, "model": "translate/1"}]})
+
+    model: str = Field(description="<name>/<version> of the model that answered")
+
+
+class TranslateBatchResponse(BaseModel):
+    results: list[TranslationResult]
+    model: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, smoke_cache
 from training.data.music import default_unit_length, normalise
 
 
@@ -24,7 +24,7 @@ def test_default_unit_length():
 
 
 def test_data_step(tmp_path):
-    run_cli("training", "data", "music", env={"SEQSERVE_CACHE_DIR": str(tmp_path)})
+    run_cli("training", "data", "music", env=smoke_cache(tmp_path))
     meta = json.loads((tmp_path / "music" / "meta.json").read_text())
     assert meta["sources"]["mit_lab_irish"]["sha256"] == "df3782d5f7b5a2f4c66aa7c13f13008d5f48757b3f5f51620cd6c1ceb2c53023"
     assert meta["tunes_read"] > 3800

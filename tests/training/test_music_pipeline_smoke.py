@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 from seqserve.manifest import Manifest
-from tests.conftest import run_cli
+from tests.conftest import run_cli, smoke_cache
 
 
 def test_smoke_train_export(tmp_path):
-    env = {"SEQSERVE_CACHE_DIR": str(tmp_path / "cache")}
+    env = smoke_cache(tmp_path / "cache")
     run_dir, model_dir = tmp_path / "run", tmp_path / "models" / "music" / "1"
     run_cli("training", "data", "music", "--profile", "smoke", env=env)
     run_cli("training", "train", "music", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",

@@ -12,14 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence in [B, T, F] along time within its length; padding stays put.
-    The operation is its own inverse."""
-    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    last = lengths.unsqueeze(1) - 1
-    index = torch.where(positions <= last, last - positions, positions)
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+from training.models.recurrent import reverse_within_length
 
 
 class SentimentLSTM(nn.Module):

@@ -1,0 +1,100 @@
+"""POST /translate against the committed model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+
+def translate(client, **body):
+    response = client.post("/translate", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_single_text(client):
+    body = translate(client, text="I love you.")
+    assert body["model"] == "translate/1"
+    assert body["translation"] and body["attention"] is None and body["source_truncated"] is False
+    assert body["source_tokens"][0] == "▁I" and body["target_tokens"]
+
+
+def test_a_batch_answers_in_order_and_like_single_requests(client):
+    texts = ["Good morning.", "Where do you live?", "The cat is sleeping on the sofa."]
+    batch = translate(client, texts=texts, beam_size=2)
+    assert len(batch["results"]) == 3 and batch["model"] == "translate/1"
+    for text, result in zip(texts, batch["results"]):
+        assert translate(client, text=text, beam_size=2)["translation"] == result["translation"]
+
+
+@pytest.mark.parametrize("beam_size", range(1, 9))
+def test_every_beam_size(client, beam_size):
+    body = translate(client, text="We should leave before it gets dark.", beam_size=beam_size)
+    assert body["translation"]
+
+
+def test_attention_matrix_is_aligned_with_the_tokens(client):
+    body = translate(client, text="My brother doesn't like coffee.", return_attention=True, beam_size=4)
+    attention = np.array(body["attention"])
+    assert attention.shape == (len(body["target_tokens"]), len(body["source_tokens"]))
+    np.testing.assert_allclose(attention.sum(axis=1), 1.0, atol=1e-3)
+    assert (attention >= 0).all()
+
+
+def test_max_length_bounds_the_output(client):
+    body = translate(client, text="She told me that she would come back before nine o'clock tonight.", max_length=3)
+    assert len(body["target_tokens"]) == 3
+
+
+def test_a_long_text_is_cut_and_says_so(client):
+    body = translate(client, text=" ".join(["I see a dog and a cat."] * 40), max_length=8)
+    assert body["source_truncated"] is True
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"text": ""}, "text"), ({"text": "   "}, "text"), ({"text": "a" * 1001}, "text"),
+    ({"text": "Hi.", "beam_size": 0}, "beam_size"), ({"text": "Hi.", "beam_size": 9}, "beam_size"),
+    ({"text": "Hi.", "max_length": 0}, "max_length"), ({"text": "Hi.", "max_length": 257}, "max_length"),
+    ({"texts": []}, "texts"), ({"texts": ["Hi."] * 33}, "texts"), ({"texts": ["Hi.", ""]}, "texts"),
+    ({"text": "Hi.", "return_attention": "maybe"}, "return_attention"), ({"text": "Hi.", "beam": 2}, "beam"),
+    ({"text": 5}, "text"),
+])
+def test_bad_requests_get_422_naming_the_field(client, body, field):
+    response = client.post("/translate", json=body)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["message"]
+
+
+def test_both_or_neither_text_field_is_422(client):
+    for body in ({}, {"text": "Hi.", "texts": ["Hi."]}):
+        response = client.post("/translate", json=body)
+        assert response.status_code == 422 and "exactly one" in response.json()["message"]
+
+
+@pytest.mark.parametrize("text", [
+    "I love you 😀🎉", "Él está en el café, ¿no?", "שלום, how are you?", "مرحبا my friend",
+    "tab\there\x00null\x1bescape\u202ereversed", "\u200b\u200d\ufeff", "𝕳𝖊𝖑𝖑𝖔 ｗｏｒｌｄ", "😀",
+])
+def test_any_unicode_gets_an_answer(client, text):
+    body = translate(client, texts=[text], beam_size=3, return_attention=True)
+    result = body["results"][0]
+    assert isinstance(result["translation"], str)
+    assert len(result["attention"]) == len(result["target_tokens"])
+
+
+def test_concurrent_requests_with_different_settings_share_the_batcher(client):
+    requests = [{"text": "The weather is nice today.", "beam_size": b, "max_length": m}
+                for b in (1, 4) for m in (5, 60)] * 3
+
+    async def run_all():
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as async_client:
+            return await asyncio.gather(*(async_client.post("/translate", json=body) for body in requests))
+
+    answers = client.portal.call(run_all)
+    for body, answer in zip(requests, answers):
+        assert answer.status_code == 200
+        assert answer.json()["translation"] == translate(client, **body)["translation"]
