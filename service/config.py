@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA if ONNX Runtime can use it, else CPU; cuda: CUDA or not ready")
     cuda_device_id: int = 0
+    # CUDA execution provider options (ignored on the CPU).
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kSameAsRequested", description="how the GPU memory arena grows; kSameAsRequested wastes least")
+    cuda_mem_limit_bytes: int = Field(0, ge=0, description="GPU memory arena cap; 0: no cap")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     host: str = "127.0.0.1"
     port: int = 8000
 

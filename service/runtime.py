@@ -6,6 +6,8 @@ provider in use is always read back from the session, never assumed from configu
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -29,10 +31,29 @@ def requested_providers(settings: Settings) -> list:
         return cpu
     if settings.device == "auto" and CUDA not in ort.get_available_providers():
         return cpu
-    return [(CUDA, {"device_id": settings.cuda_device_id})] + cpu
+    return [(CUDA, cuda_options(settings))] + cpu
+
+
+def cuda_options(settings: Settings) -> dict[str, str]:
+    options = {"device_id": str(settings.cuda_device_id),
+               "arena_extend_strategy": settings.cuda_arena_extend_strategy,
+               "cudnn_conv_algo_search": settings.cudnn_conv_algo_search}
+    if settings.cuda_mem_limit_bytes:
+        options["gpu_mem_limit"] = str(settings.cuda_mem_limit_bytes)
+    return options
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of NVIDIA's pip wheels (the `cuda` extra, as in the
+    image) so the CUDA provider finds them without LD_LIBRARY_PATH; a no-op without them."""
+    if importlib.util.find_spec("nvidia") is not None and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls(directory="")
 
 
 def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    if settings.device != "cpu":
+        preload_cuda_libraries()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if settings.intra_op_threads:

@@ -212,5 +212,11 @@ class TranslateResponse(TranslationResult):
 
 
 class TranslateBatchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "results": [{"translation": "¿Dónde está la estación?", "source_tokens": ["▁Where", "▁is", "▁the", "▁station", "?"],
+                     "target_tokens": ["▁", "¿", "Dónde", "▁está", "▁la", "▁estación", "?"],
+                     "attention": None, "source_truncated": False}],
+        "model": "translate/1"}]})
+
     results: list[TranslationResult]
     model: str

@@ -19,7 +19,8 @@ def test_healthz(client):
 def test_readyz_when_all_models_ready(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "models": {"sentiment": "ready", "music": "ready"}}
+    assert response.json() == {"status": "ready", "models": {"sentiment": "ready", "music": "ready",
+                                                             "translate": "ready"}}
 
 
 def test_models_report_provider_signature_hashes_and_metrics(client, models_dir):
@@ -56,8 +57,8 @@ def test_openapi_documents_every_endpoint_with_examples(client):
         refs = [media["schema"]] + media["schema"].get("anyOf", [])
         return all(schemas[r["$ref"].split("/")[-1]].get("examples") for r in refs if "$ref" in r)
 
-    for path in ("/sentiment", "/generate-music", "/generate-music/midi", "/healthz", "/readyz", "/v1/models",
-                 "/metrics"):
+    for path in ("/sentiment", "/translate", "/generate-music", "/generate-music/midi", "/healthz", "/readyz",
+                 "/v1/models", "/metrics"):
         for operation in spec["paths"][path].values():
             content = operation["responses"]["200"]["content"]
             # A binary body (the MIDI file) has its example on the request side only.

