@@ -4,6 +4,7 @@ on the Dockerfile, and kubernetes-validate on the manifests."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -85,3 +86,14 @@ def test_kubernetes_manifests_validate():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_gpu_check_runs_dry_on_the_cpu(tmp_path):
+    """scripts/gpu_check.py compared CPU with CPU: the code path a GPU machine runs, minus CUDA."""
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device-provider", "CPUExecutionProvider",
+                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "GPU check passed" in result.stdout
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == {"sentiment/1", "music/1", "translate/1"}

@@ -1,0 +1,140 @@
+"""GPU check: every committed model on the CUDA provider, its outputs against the CPU's, and
+latency of each graph on both. Run through `scripts/gpu_check` (which makes sure the CUDA
+provider is installed). Only numpy, tokenizers and onnxruntime are needed: no service stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from seqserve.tokenization import TextEncoder, TruncationPolicy  # noqa: E402
+from seqserve.translation import SubwordCodec, beam_search  # noqa: E402
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+REVIEWS = ["A gorgeous, patient film.", "What a waste of two hours; the plot makes no sense at all and the acting "
+           "is wooden.", "fine"] * 11
+SENTENCES = ["I have never been to Spain.", "Where is the station?", "Tom bought three books yesterday.",
+             "She told me that she would come back before nine o'clock tonight."] * 8
+
+
+def newest(task_dir: Path) -> Path:
+    versions = [p for p in task_dir.iterdir() if (p / "manifest.json").is_file()]
+    return max(versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def sessions(model_dir: Path, manifest: dict, provider: str) -> dict[str, ort.InferenceSession]:
+    providers = [provider, CPU] if provider != CPU else [CPU]
+    made = {name: ort.InferenceSession(str(model_dir / g["file"]), providers=providers)
+            for name, g in manifest["graphs"].items()}
+    for name, session in made.items():
+        if session.get_providers()[0] != provider:
+            raise SystemExit(f"{model_dir.name}/{name}: asked for {provider}, runs on {session.get_providers()[0]}")
+    return made
+
+
+def timed(run, repeats: int = 20) -> float:
+    run()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def check_sentiment(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
+    pre = manifest["preprocessing"]
+    encoder = TextEncoder.from_file(model_dir / pre["tokenizer"], TruncationPolicy(pre["max_tokens"], pre["head_tokens"]))
+    feeds = dict(zip(("input_ids", "lengths"), encoder.encode(REVIEWS[:32])))
+    diff = float(np.abs(cpu["classifier"].run(None, feeds)[0] - gpu["classifier"].run(None, feeds)[0]).max())
+    return {"max_abs_diff": diff, "batch": 32,
+            "cpu_ms": timed(lambda: cpu["classifier"].run(None, feeds)),
+            "gpu_ms": timed(lambda: gpu["classifier"].run(None, feeds))}
+
+
+def check_music(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
+    vocabulary = json.loads((model_dir / manifest["preprocessing"]["vocabulary"]).read_text())
+    characters = vocabulary["characters"] if isinstance(vocabulary, dict) else vocabulary
+    index = {c: i for i, c in enumerate(characters)}
+    prompt = np.array([[index[c] for c in "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n" if c in index]] * 32, dtype=np.int64)
+    state = manifest["preprocessing"]["state"]
+    zeros = np.zeros((state["layers"], 32, state["hidden_size"]), dtype=np.float32)
+    worst, outputs = 0.0, {}
+    for name, graphs in (("cpu", cpu), ("gpu", gpu)):
+        logits, h, c = graphs["prompt"].run(None, {"tokens": prompt, "h0": zeros, "c0": zeros})
+        trace = [logits[:, -1]]
+        for _ in range(100):  # greedy: both sides read the same characters as long as they agree
+            token = trace[-1].argmax(-1)[:, None]
+            step_logits, h, c = graphs["step"].run(None, {"token": token.astype(np.int64), "h": h, "c": c})
+            trace.append(step_logits)
+        outputs[name] = np.stack(trace)
+    worst = float(np.abs(outputs["cpu"] - outputs["gpu"]).max())
+    token = np.zeros((32, 1), dtype=np.int64)
+    return {"max_abs_diff": worst, "batch": 32, "steps_compared": 100,
+            "cpu_ms": timed(lambda: cpu["step"].run(None, {"token": token, "h": zeros, "c": zeros})),
+            "gpu_ms": timed(lambda: gpu["step"].run(None, {"token": token, "h": zeros, "c": zeros}))}
+
+
+def check_translate(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
+    pre = manifest["preprocessing"]
+    codec = SubwordCodec.from_file(model_dir / pre["tokenizer"], pre["max_source_tokens"])
+    sources = codec.source_ids(SENTENCES)
+    ids, lengths = codec.pad(sources)
+    feeds = {"source_ids": ids, "source_lengths": lengths}
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(cpu["encoder"].run(None, feeds), gpu["encoder"].run(None, feeds)))
+    results = {}
+    for name, graphs in (("cpu", cpu), ("gpu", gpu)):
+        results[name] = [codec.decode(h.ids) for h in beam_search(graphs["encoder"], graphs["decoder_step"], codec,
+                                                                  sources, beam_size=4)]
+    same = sum(a == b for a, b in zip(results["cpu"], results["gpu"]))
+    run = lambda graphs: beam_search(graphs["encoder"], graphs["decoder_step"], codec, sources, beam_size=4)  # noqa: E731
+    return {"max_abs_diff": diff, "batch": 32, "same_translations": f"{same}/{len(sources)}",
+            "cpu_ms": timed(lambda: run(cpu), 3), "gpu_ms": timed(lambda: run(gpu), 3)}
+
+
+CHECKS = {"sentiment": check_sentiment, "music": check_music, "translate": check_translate}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("GPU_CHECK_OUT", "gpu_check.json")))
+    parser.add_argument("--device-provider", default=CUDA,
+                        help="the provider checked against the CPU (CPUExecutionProvider: a dry run without a GPU)")
+    args = parser.parse_args()
+    device = args.device_provider
+    if device != CPU and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls(directory="")  # the CUDA/cuDNN libraries of NVIDIA's pip wheels, if present
+    report = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(), "models": {}}
+    if device not in report["available_providers"]:
+        print(f"no {device} in onnxruntime {ort.__version__}: {report['available_providers']}")
+        return 1
+    for task_dir in sorted(p for p in args.models_dir.iterdir() if p.name in CHECKS):
+        model_dir = newest(task_dir)
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        cpu, gpu = sessions(model_dir, manifest, CPU), sessions(model_dir, manifest, device)
+        report["models"][f"{task_dir.name}/{model_dir.name}"] = {"provider": gpu[next(iter(gpu))].get_providers()[0],
+                                                                 **CHECKS[task_dir.name](model_dir, manifest, cpu, gpu)}
+    print(f"onnxruntime {ort.__version__}; providers {', '.join(report['available_providers'])}")
+    print(f"{'model':<14} {'provider':<22} {'max |gpu-cpu|':>14} {'batch':>5} {'cpu ms':>8} {'gpu ms':>8}  notes")
+    for name, row in report["models"].items():
+        notes = ", ".join(f"{k} {v}" for k, v in row.items() if k in ("same_translations", "steps_compared"))
+        print(f"{name:<14} {row['provider']:<22} {row['max_abs_diff']:>14.2e} {row['batch']:>5} "
+              f"{row['cpu_ms']:>8.2f} {row['gpu_ms']:>8.2f}  {notes}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    ok = all(row["provider"] == device and row["max_abs_diff"] < 1e-3 for row in report["models"].values())
+    print("GPU check passed" if ok else "GPU check FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
