@@ -14,19 +14,26 @@ from seqserve.abc import TUNE_SEPARATOR
 from seqserve.characters import CharVocabulary
 
 
-def sample_ids(logits: np.ndarray, temperature: float, top_k: int | None,
+def sample_ids(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | None | list[int | None],
                generators: list[np.random.Generator]) -> np.ndarray:
-    """logits [B, V] -> one id per row, from softmax(logits / temperature) over the top_k."""
-    scaled = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < scaled.shape[-1]:
-        kth = np.partition(scaled, -top_k, axis=-1)[:, -top_k, None]
+    """logits [B, V] -> one id per row, from softmax(logits / temperature) over the top_k.
+
+    `temperature` and `top_k` are one value for all rows or one per row (continuous batching
+    mixes requests with different settings); each row's result depends on its own row only."""
+    rows, vocab = logits.shape
+    temperature = np.broadcast_to(np.asarray(temperature, dtype=np.float64), (rows,))
+    ks = top_k if isinstance(top_k, list) else [top_k] * rows
+    ks = np.array([vocab if k is None else min(k, vocab) for k in ks])
+    scaled = logits.astype(np.float64) / temperature[:, None]
+    if (ks < vocab).any():
+        kth = -np.sort(-scaled, axis=-1)[np.arange(rows), ks - 1][:, None]  # each row's k-th largest
         scaled = np.where(scaled < kth, -np.inf, scaled)
     scaled -= scaled.max(axis=-1, keepdims=True)
     probabilities = np.exp(scaled)
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     draws = np.array([g.random() for g in generators])[:, None]
     ids = (probabilities.cumsum(axis=-1) < draws).sum(axis=-1)
-    return np.minimum(ids, scaled.shape[-1] - 1)
+    return np.minimum(ids, vocab - 1)
 
 
 @dataclass

@@ -1,21 +1,21 @@
-"""Music task: prompt -> prompt graph (reads it in one run) -> step graph, one character per
-run, sampled with the request's own seeded generator; text comes out in chunks so it can
-be streamed, and a client that goes away stops its generation at the next chunk."""
+"""Music task: prompt -> continuous batcher (prompt graph once, then the step graph for all
+active streams together) -> text in chunks, so it can be streamed; a client that goes away
+leaves the batch at the next hop."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
+
 import numpy as np
 
 from seqserve.characters import CharVocabulary
-from seqserve.generation import GenerationState, read_prompt, step
-from service.batching import QueueFull
+from seqserve.generation import GenerationState, read_prompt
+from service.continuous import ContinuousGenerator
 from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
-CHUNK_CHARS = 32  # characters per thread hop, and per streamed event
+CHUNK_CHARS = 32  # characters per streamed event
 
 
 class MusicModel(ServedModel):
@@ -24,16 +24,32 @@ class MusicModel(ServedModel):
     def prepare(self) -> None:
         self.vocabulary = CharVocabulary.load(self.model_dir / self.manifest.preprocessing["vocabulary"])
         self.prompt_graph, self.step_graph = self.sessions["prompt"], self.sessions["step"]
-        self.active = 0
+        self.generator: ContinuousGenerator | None = None
+
+    def read_prompts(self, prompt: str, copies: int) -> GenerationState:
+        return read_prompt(self.prompt_graph, self.vocabulary, prompt, batch=copies)
+
+    def run_step(self, ids: np.ndarray, h: np.ndarray, c: np.ndarray):
+        return self.step_graph.run(None, {"token": ids, "h": h, "c": c})
 
     async def start(self) -> None:
-        pass
+        self.generator = ContinuousGenerator(self.name, self.read_prompts, self.run_step, self.vocabulary.decode,
+                                             self.metrics, max_streams=self.settings.max_queue_size,
+                                             chunk_chars=CHUNK_CHARS)
+        self.generator.start()
 
     async def warm_up(self) -> None:
-        state = await asyncio.to_thread(read_prompt, self.prompt_graph, self.vocabulary, NEW_TUNE)
-        await asyncio.to_thread(self._advance, state, 4, 1.0, None, np.random.default_rng(0))
+        """Every batch size the step graph will see up to max_batch_size, and a prompt read."""
+        await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
+        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.max_batch_size)
+        ids = np.zeros((self.settings.max_batch_size, 1), dtype=np.int64)
+        await asyncio.to_thread(self.run_step, ids, state.h, state.c)
+        async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0):
+            pass
 
     async def close(self) -> None:
+        if getattr(self, "generator", None) is not None:
+            await self.generator.stop()
         self.ready = False
         self.metrics.model_ready.labels(self.name).set(0)
 
@@ -45,35 +61,9 @@ class MusicModel(ServedModel):
         kept, dropped = self.vocabulary.clean(prompt)
         return (kept or NEW_TUNE), dropped
 
-    def _advance(self, state: GenerationState, count: int, temperature: float, top_k: int | None,
-                 generator: np.random.Generator) -> str:
-        ids = [int(step(self.step_graph, state, temperature, top_k, [generator])[0]) for _ in range(count)]
-        return self.vocabulary.decode(ids)
-
     def generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
                  seed: int) -> AsyncIterator[str]:
-        """Admit the request (or refuse it now), then yield the generated text in chunks. The
-        prompt must already be cleaned."""
+        """Admit the request (or refuse it now with QueueFull), then yield the generated text
+        in chunks. The prompt must already be cleaned."""
         self.require_ready()
-        if self.active >= self.settings.max_queue_size:
-            self.metrics.rejected.labels(self.name).inc()
-            raise QueueFull(f"{self.name}: {self.active} generations in progress")
-        return self._generate(prompt, max_length, temperature, top_k, seed)
-
-    async def _generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-                        seed: int) -> AsyncIterator[str]:
-        self.active += 1
-        try:
-            generator = np.random.default_rng(seed)
-            state = await asyncio.to_thread(read_prompt, self.prompt_graph, self.vocabulary, prompt)
-            produced = 0
-            while produced < max_length:
-                count = min(CHUNK_CHARS, max_length - produced)
-                started = time.perf_counter()
-                text = await asyncio.to_thread(self._advance, state, count, temperature, top_k, generator)
-                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
-                self.metrics.batch_size.labels(self.name).observe(1)
-                produced += count
-                yield text
-        finally:
-            self.active -= 1
+        return self.generator.submit(prompt, max_length, temperature, top_k, seed)

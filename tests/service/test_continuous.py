@@ -1,0 +1,75 @@
+"""Continuous batching of generation, with the committed music model: streams advance
+together, a stream that joins mid-way gets what it would get alone, and a stream whose
+client leaves is dropped from the batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def music(client):
+    return client.app.state.registry.get("music")
+
+
+async def collect(chunks) -> str:
+    return "".join([chunk async for chunk in chunks])
+
+
+def alone(client, music, **request) -> str:
+    async def run():
+        return await collect(music.generate("X:1\n", **request))
+
+    return client.portal.call(run)
+
+
+def test_a_stream_joining_mid_generation_gets_the_same_output_as_alone(client, music):
+    first = {"max_length": 600, "temperature": 1.0, "top_k": None, "seed": 9}
+    second = {"max_length": 250, "temperature": 0.8, "top_k": 12, "seed": 5}
+    expected_first, expected_second = alone(client, music, **first), alone(client, music, **second)
+
+    def shared_runs() -> float:  # step-graph runs with more than one row so far
+        sample = music.metrics.registry.get_sample_value
+        return (sample("seqserve_batch_size_count", {"model": music.name})
+                - sample("seqserve_batch_size_bucket", {"model": music.name, "le": "1.0"}))
+
+    async def run():
+        before = shared_runs()
+        stream = music.generate("X:1\n", **first)
+        head = [await anext(stream), await anext(stream)]  # the first stream is well under way
+        joined = asyncio.create_task(collect(music.generate("X:1\n", **second)))
+        rest = await collect(stream)
+        return "".join(head) + rest, await joined, shared_runs() - before
+
+    got_first, got_second, shared_steps = client.portal.call(run)
+    assert got_first == expected_first
+    assert got_second == expected_second
+    assert shared_steps > 0, "the two streams should have shared step-graph runs"
+
+
+def test_many_concurrent_streams_each_match_their_solo_run(client, music):
+    requests = [{"max_length": 120 + 37 * i, "temperature": 0.7 + 0.1 * (i % 4), "top_k": (None, 5, 20)[i % 3],
+                 "seed": 100 + i} for i in range(8)]
+    expected = [alone(client, music, **r) for r in requests]
+
+    async def run():
+        return await asyncio.gather(*(collect(music.generate("X:1\n", **r)) for r in requests))
+
+    assert client.portal.call(run) == expected
+
+
+def test_a_stream_whose_client_leaves_is_dropped(client, music):
+    async def run():
+        stream = music.generate("X:1\n", max_length=5000, temperature=1.0, top_k=None, seed=1)
+        await anext(stream)
+        assert music.generator.streams == 1
+        await stream.aclose()  # what the route does when the client disconnects
+        for _ in range(100):
+            if music.generator.streams == 0:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    assert client.portal.call(run), "the abandoned stream should leave the batch"
