@@ -1,0 +1,172 @@
+"""`python -m benchmarks`: load a real `python -m service` process on loopback and compare it
+with the raw ONNX Runtime graphs run in-process at the same batch size, in the same run.
+
+    python -m benchmarks                          # all tasks, concurrency 1/8/32/64, 15 s each
+    python -m benchmarks --duration 30 --out benchmarks/results.json
+
+Inputs come from each task's test split (run `python -m training data <task>` first).
+Prints a table and writes every figure as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks import raw
+from benchmarks.load import run_load
+from benchmarks.server import REPO_ROOT, ServiceProcess
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def inputs() -> dict[str, list[str]]:
+    from training.data import sentiment, translate
+
+    return {"sentiment": [row["text"] for row in sentiment.load_splits()["test"]],
+            "translate": [row["english"] for row in translate.load_splits()["test"]]}
+
+
+def measure_endpoint(server: ServiceProcess, task: str, path: str, bodies: list[dict], concurrencies: list[int],
+                     duration: float, raw_rate) -> list[dict]:
+    rows = []
+    for concurrency in concurrencies:
+        before = server.batch_stats(task)
+        result = run_load(server.url + path, bodies, concurrency, duration)
+        after = server.batch_stats(task)
+        batches = after[1] - before[1]
+        result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else float("nan")
+        batch = max(1, round(result["mean_batch_size"]))
+        result["raw_batch"] = batch
+        result["raw_items_per_s"] = raw_rate(batch)  # server idle now: same cores, no contention
+        result["share_of_raw"] = result["requests_per_s"] / result["raw_items_per_s"]
+        rows.append(result)
+        print(f"  {task:<9} c={concurrency:<3} {result['requests_per_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f}  "
+              f"p95 {result['p95_ms']:7.1f}  p99 {result['p99_ms']:7.1f} ms  batch {result['mean_batch_size']:5.1f}  "
+              f"raw@{batch} {result['raw_items_per_s']:8.1f}/s  ({result['share_of_raw']:.0%})  "
+              f"errors {sum(result['errors'].values())}  client cpu {result['client_cpu_share']:.0%}", flush=True)
+    return rows
+
+
+def generation_time(server: ServiceProcess, characters: int, seed: int) -> float:
+    """Seconds from sending a streamed request to its last text chunk (before the final check)."""
+    started, last = time.perf_counter(), None
+    with httpx.stream("POST", f"{server.url}/generate-music", timeout=300,
+                      json={"max_length": characters, "seed": seed, "stream": True}) as response:
+        for line in response.iter_lines():
+            if line == "event: chunk":
+                last = time.perf_counter()
+    return last - started
+
+
+def measure_generation(server: ServiceProcess, models_dir: Path, duration: float) -> dict:
+    out = {}
+    for streams in (1, 32):
+        bodies = [{"max_length": 200, "seed": seed} for seed in range(1000)]
+        before = server.batch_stats("music")
+        result = run_load(server.url + "/generate-music", bodies, streams, duration)
+        after = server.batch_stats("music")
+        result["chars_per_s"] = result["requests_per_s"] * 200
+        result["mean_batch_size"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
+        result["raw_chars_per_s"] = raw.music_rate(models_dir, streams)
+        result["share_of_raw"] = result["chars_per_s"] / result["raw_chars_per_s"]
+        result["mean_batch_size"] = float(result["mean_batch_size"])
+        out[f"streams_{streams}"] = result
+        print(f"  music     {streams:>2} streams {result['chars_per_s']:8.0f} chars/s  step batch "
+              f"{result['mean_batch_size']:5.1f}  raw@{streams} {result['raw_chars_per_s']:8.0f}/s  "
+              f"({result['share_of_raw']:.0%})  errors {sum(result['errors'].values())}", flush=True)
+    times = {n: sorted(generation_time(server, n, seed) for seed in (1, 2, 3))[1] for n in (200, 1000)}
+    out["seconds_for_200_chars"], out["seconds_for_1000_chars"] = times[200], times[1000]
+    out["ratio_1000_to_200"] = times[1000] / times[200]
+    print(f"  music     200 chars {times[200]:.2f} s, 1000 chars {times[1000]:.2f} s "
+          f"(x{out['ratio_1000_to_200']:.2f})", flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--tasks", default="sentiment,translate,music")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results.json")
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    tasks = args.tasks.split(",")
+    texts = inputs()
+
+    print(f"machine: {machine()}")
+    server = ServiceProcess(args.models_dir)
+    report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "duration_s_per_level": args.duration, "cold_start_s": server.cold_start_s,
+              "rss_mib_after_start": server.rss_mib()}
+    print(f"cold start (spawn -> /readyz 200): {server.cold_start_s:.2f} s; RSS {report['rss_mib_after_start']:.0f} MiB")
+    try:
+        if "sentiment" in tasks:
+            bodies = [{"text": t} for t in texts["sentiment"]]
+            report["sentiment"] = measure_endpoint(server, "sentiment", "/sentiment", bodies, concurrencies, args.duration,
+                                                   lambda b: raw.sentiment_rate(args.models_dir, texts["sentiment"], b))
+        if "translate" in tasks:
+            bodies = [{"text": t, "beam_size": 4} for t in texts["translate"]]
+            report["translate"] = measure_endpoint(
+                server, "translate", "/translate", bodies, concurrencies, args.duration,
+                lambda b: raw.translate_rate(args.models_dir, texts["translate"], b, beam_size=4))
+        if "music" in tasks:
+            report["music"] = measure_generation(server, args.models_dir, args.duration)
+        report["rss_mib_at_end"] = server.rss_mib()
+        report["service_cpu_s"] = server.cpu_seconds()
+    finally:
+        report["exit_status_after_sigterm"] = server.stop()
+    report["targets"] = targets(report)
+    for name, (value, ok) in report["targets"].items():
+        print(f"  {'PASS' if ok else 'MISS'}  {name}: {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def targets(report: dict) -> dict[str, tuple[str, bool]]:
+    """The targets of issue 5, each as (measured, met)."""
+    out: dict[str, tuple[str, bool]] = {
+        "cold start <= 10 s": (f"{report['cold_start_s']:.2f} s", report["cold_start_s"] <= 10),
+        "RSS with all models <= 1 GB": (f"{report['rss_mib_at_end']:.0f} MiB", report["rss_mib_at_end"] <= 1024),
+        "exit status 0 after SIGTERM": (str(report["exit_status_after_sigterm"]), report["exit_status_after_sigterm"] == 0),
+    }
+    if "sentiment" in report:
+        levels = {row["concurrency"]: row for row in report["sentiment"]}
+        top, one = levels[max(levels)], levels[min(levels)]
+        out["sentiment c64 >= 70% of raw batched"] = (f"{top['share_of_raw']:.0%}", top["share_of_raw"] >= 0.7)
+        speedup = top["requests_per_s"] / one["requests_per_s"]
+        out["sentiment c64 >= 3x c1"] = (f"x{speedup:.1f}", speedup >= 3)
+        tail = top["p99_ms"] / top["p50_ms"]
+        out["sentiment p99 <= 3x p50 at c64"] = (f"x{tail:.2f}", tail <= 3)
+    if "music" in report:
+        m = report["music"]
+        gain = m["streams_32"]["chars_per_s"] / m["streams_1"]["chars_per_s"]
+        out["generation 32 streams >= 3x one stream"] = (f"x{gain:.1f}", gain >= 3)
+        out["1000 chars <= 5.5x the time of 200"] = (f"x{m['ratio_1000_to_200']:.2f}", m["ratio_1000_to_200"] <= 5.5)
+    errors = sum(sum(row["errors"].values()) for task in ("sentiment", "translate") for row in report.get(task, []))
+    errors += sum(sum(m["errors"].values()) for k, m in report.get("music", {}).items() if k.startswith("streams"))
+    out["no errors"] = (str(errors), errors == 0)
+    return {name: (value, bool(ok)) for name, (value, ok) in out.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""A real `python -m service` process on loopback: cold start, resident memory, /metrics."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(self, models_dir: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+             "--models-dir", str(models_dir), "--device", "cpu"],
+            cwd=REPO_ROOT, env={**os.environ, "SEQSERVE_LOG_LEVEL": "warning", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.cold_start_s = self._wait_ready(started)
+
+    def _wait_ready(self, started: float, timeout: float = 120) -> float:
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited: {self.process.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("service not ready in time")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def batch_stats(self, model: str) -> tuple[float, float]:
+        """(sum, count) of the batch-size histogram of one model, from /metrics."""
+        total = count = 0.0
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith("seqserve_batch_size_sum") and f'model="{model}"' in line:
+                total = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("seqserve_batch_size_count") and f'model="{model}"' in line:
+                count = float(line.rsplit(" ", 1)[1])
+        return total, count
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=60)
