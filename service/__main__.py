@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import signal
 from pathlib import Path
 
 import uvicorn
 
+from service import request_log
 from service.app import create_app
 from service.config import Settings
 from service.registry import ModelsDirMissing, newest_versions
@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = defaults.model_copy(update={"host": args.host, "port": args.port,
                                            "models_dir": args.models_dir, "device": args.device})
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    request_log.configure(settings.log_level, settings.log_format)
     try:
         newest_versions(settings.models_dir)
     except ModelsDirMissing as error:
         parser.exit(2, f"python -m service: {error}\n")
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    # uvicorn's own access log is off: the JSON access line per request replaces it.
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                            access_log=False, log_level=settings.log_level,
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s)
     server = Server(config)
     server.run()
     return 0 if server.started else 1

@@ -6,10 +6,12 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import errors
 from service.api.middleware import RequestGuard
 from service.api.routes import router
+from service.api.security import AccessControl
 from service.config import Settings
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -44,5 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     errors.install(app, settings.retry_after_s)
     known = {route.path for route in router.routes} | {"/docs", "/openapi.json", "/redoc"}
+    # Outermost last: request id, metrics and the access log see every answer, 401 and 429
+    # included; CORS preflights pass before the key check.
+    app.add_middleware(AccessControl, api_keys=settings.api_keys, metrics_open=settings.metrics_open,
+                       rate_limit_per_minute=settings.rate_limit_per_minute)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes, known_paths=known)
     return app

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from service.metrics import Metrics
+from service.request_log import note
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -31,6 +32,7 @@ class _Pending(Generic[In]):
     item: In
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    batch_size: int = 0  # of the batch it ran in
 
 
 class MicroBatcher(Generic[In, Out]):
@@ -78,7 +80,9 @@ class MicroBatcher(Generic[In, Out]):
             self._queue.put_nowait(entry)
         self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
         try:
-            return list(await asyncio.gather(*(entry.future for entry in pending)))
+            results = list(await asyncio.gather(*(entry.future for entry in pending)))
+            note(batch_size=max(entry.batch_size for entry in pending))
+            return results
         finally:
             # If the caller went away, its items leave the queue's work: the worker skips
             # futures that are already cancelled.
@@ -113,6 +117,8 @@ class MicroBatcher(Generic[In, Out]):
             for entry in batch:
                 self.metrics.queue_wait_seconds.labels(self.name).observe(started - entry.enqueued)
             self.metrics.batch_size.labels(self.name).observe(len(batch))
+            for entry in batch:
+                entry.batch_size = len(batch)
             try:
                 results: Any = await loop.run_in_executor(self._executor, self.process, [e.item for e in batch])
                 if len(results) != len(batch):

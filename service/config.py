@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,4 +35,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0: its default")
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    request_timeout_s: float = Field(60.0, ge=0, description="a request still unanswered after this gets 503; 0: none")
+
+    # Access control: off unless keys are set. Comma-separated in the environment.
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted keys (Authorization: Bearer <key> or X-API-Key); empty: open")
+    metrics_open: bool = Field(True, description="/metrics without a key (for a Prometheus scraper)")
+    rate_limit_per_minute: int = Field(0, ge=0, description="per key (per client address without keys); 0: off")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="allowed origins; empty: CORS off")
+
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def comma_separated(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.bounded import ClientDisconnected, RequestTimeout
 from service.batching import QueueFull
 from service.tasks.base import ModelNotReady
 
@@ -45,11 +46,23 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     async def overloaded(_: Request, exc: QueueFull) -> JSONResponse:
         return error_response(503, "overloaded", str(exc), headers=retry)
 
+    @app.exception_handler(RequestTimeout)
+    async def timed_out(_: Request, exc: RequestTimeout) -> JSONResponse:
+        return error_response(503, "timeout", str(exc), headers=retry)
+
+    @app.exception_handler(ClientDisconnected)
+    async def gone(_: Request, exc: ClientDisconnected) -> JSONResponse:
+        return error_response(499, "client_closed_request", str(exc))  # nobody reads it; metrics do
+
     @app.exception_handler(ModelNotReady)
     async def not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
         return error_response(503, "not_ready", str(exc), headers=retry)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if type(exc).__module__.startswith("onnxruntime"):
+            # A failed graph run fails the requests of its batch; the batcher lives on.
+            log.error("inference failed on %s: %s", request.url.path, exc)
+            return error_response(500, "inference_failed", "the model failed to run on this request's batch")
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "the server failed to process this request")

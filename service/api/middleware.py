@@ -1,4 +1,4 @@
-"""ASGI middleware: request body limit (413), request id, and per-request metrics."""
+"""ASGI middleware: request body limit (413), request id, per-request metrics and the access log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.metrics import Metrics
+from service.request_log import access_log, open_record
 
 
 class RequestGuard:
@@ -28,6 +29,7 @@ class RequestGuard:
         endpoint = scope["path"] if scope["path"] in self.known_paths else "unmatched"
         status = 500
         started = time.perf_counter()
+        record = open_record(request_id=request_id, method=scope["method"], route=endpoint)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -51,6 +53,8 @@ class RequestGuard:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint, str(status)).observe(elapsed)
+            record.update(status=status, latency_ms=round(elapsed * 1000, 2))
+            access_log.info("%s %s %s", scope["method"], endpoint, status, extra={"fields": record})
 
     def _limited(self, receive: Receive) -> Receive:
         """Counts a body sent without Content-Length (chunked) and stops it at the limit."""

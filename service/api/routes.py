@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from seqserve.abc import check_tune, complete_tunes, to_midi
 from service.api import schemas
+from service.api.bounded import RequestTimeout, bounded
 from service.api.deps import get_music_model, get_registry, get_sentiment_model, get_translate_model
 from service.registry import ModelRegistry
 from service.tasks.music import MusicModel
@@ -39,10 +40,10 @@ def _result(prediction) -> schemas.SentimentResult:
 @router.post("/sentiment", tags=["tasks"], responses=ERRORS,
              response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
              summary="Positive or negative, for one review (`text`) or up to 64 (`texts`)")
-async def sentiment(body: schemas.SentimentRequest,
+async def sentiment(request: Request, body: schemas.SentimentRequest,
                     model: Annotated[SentimentModel, Depends(get_sentiment_model)]):
     texts = [body.text] if body.text is not None else body.texts
-    predictions = await model.classify(texts)
+    predictions = await bounded(request, model.classify(texts), model.settings.request_timeout_s)
     if body.text is not None:
         return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
     return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)
@@ -58,10 +59,11 @@ def _translation(result, return_attention: bool) -> schemas.TranslationResult:
 @router.post("/translate", tags=["tasks"], responses=ERRORS,
              response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
              summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
-async def translate(body: schemas.TranslateRequest,
+async def translate(request: Request, body: schemas.TranslateRequest,
                     model: Annotated[TranslateModel, Depends(get_translate_model)]):
     texts = [body.text] if body.text is not None else body.texts
-    results = await model.translate(texts, body.beam_size, body.max_length)
+    results = await bounded(request, model.translate(texts, body.beam_size, body.max_length),
+                            model.settings.request_timeout_s)
     answers = [_translation(result, body.return_attention) for result in results]
     if body.text is not None:
         return schemas.TranslateResponse(**answers[0].model_dump(), model=model.manifest.id)
@@ -96,14 +98,26 @@ async def generate_music(request: Request, body: schemas.MusicRequest,
     seed = body.seed if body.seed is not None else secrets.randbits(63)
     prompt, ignored = model.clean_prompt(body.prompt)
     chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed)
+    timeout = model.settings.request_timeout_s
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
         async def events():
-            generated = []
+            generated, deadline = [], asyncio.get_running_loop().time() + (timeout or float("inf"))
             try:
-                async for chunk in chunks:
+                while True:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    try:
+                        chunk = await asyncio.wait_for(anext(chunks), remaining if timeout else None)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise RequestTimeout(f"no answer within {timeout:g} s (request_timeout_s)") from None
                     generated.append(chunk)
                     yield _event("chunk", {"text": chunk})
                 answer = await _music_answer(prompt + "".join(generated), seed, model, ignored)
+            except RequestTimeout as error:
+                await chunks.aclose()
+                yield _event("error", {"error": "timeout", "message": str(error)})
+                return
             except Exception as error:  # headers are sent: the failure travels as an event
                 log.exception("music stream failed")
                 yield _event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
@@ -112,7 +126,10 @@ async def generate_music(request: Request, body: schemas.MusicRequest,
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    generated = [chunk async for chunk in chunks]
+    async def collect() -> list[str]:
+        return [chunk async for chunk in chunks]
+
+    generated = await bounded(request, collect(), timeout)
     return await _music_answer(prompt + "".join(generated), seed, model, ignored)
 
 
