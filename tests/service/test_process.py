@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -37,8 +39,21 @@ def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
         assert ready is not None and ready.status_code == 200
         answer = httpx.post(f"http://127.0.0.1:{port}/sentiment", json={"text": "Loved it."}, timeout=10)
         assert answer.json()["label"] == "positive"
-        process.send_signal(signal.SIGTERM)
+
+        # A request in flight when SIGTERM arrives is finished before the process exits.
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(httpx.post, f"http://127.0.0.1:{port}/generate-music",
+                                    json={"max_length": 1500, "seed": 3}, timeout=60)
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            finished = in_flight.result()
+        assert finished.status_code == 200 and len(finished.json()["abc"]) == len("X:1\n") + 1500
         assert process.wait(timeout=30) == 0
+        # The log is one JSON object per line, with an access line per request.
+        records = [json.loads(line) for line in process.stdout.read().decode().splitlines() if line.strip()]
+        access = [r for r in records if r["logger"] == "seqserve.access"]
+        assert {(r["route"], r["status"]) for r in access} >= {("/sentiment", 200), ("/generate-music", 200)}
+        assert all(r["request_id"] and r["latency_ms"] >= 0 for r in access)
     finally:
         if process.poll() is None:
             process.kill()
