@@ -9,6 +9,19 @@ from service.batching import MicroBatcher
 from service.tasks.base import ServedModel
 
 
+def length_groups(lengths: list[int], max_ratio: float = 2.0, min_length: int = 16) -> list[list[int]]:
+    """Indices sorted by length, cut where a group's longest would exceed `max_ratio` times its
+    shortest (lengths under `min_length` count as min_length: short ones cost little anyway)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and max(lengths[i], min_length) <= max_ratio * max(lengths[groups[-1][0]], min_length):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class SentimentModel(ServedModel):
     task = "sentiment"
 
@@ -18,10 +31,16 @@ class SentimentModel(ServedModel):
         self.batcher: MicroBatcher[str, SentimentPrediction] | None = None
 
     def predict_batch(self, texts: list[str]) -> list[SentimentPrediction]:
-        """Runs in the batcher's thread: one graph run for the whole batch."""
-        ids, lengths = self.encoder.encode(texts)
-        logits = self.session.run(["logits"], {"input_ids": ids, "lengths": lengths})[0]
-        return decode(logits)
+        """Runs in the batcher's thread: the batch sorted by length and run in groups of
+        similar length, so a one-line review never pays for a 400-token one's padding."""
+        sequences = self.encoder.token_ids(texts)
+        predictions: list[SentimentPrediction | None] = [None] * len(texts)
+        for group in length_groups([len(s) for s in sequences]):
+            ids, lengths = self.encoder.pad([sequences[i] for i in group])
+            logits = self.session.run(["logits"], {"input_ids": ids, "lengths": lengths})[0]
+            for i, prediction in zip(group, decode(logits)):
+                predictions[i] = prediction
+        return predictions
 
     async def start(self) -> None:
         s = self.settings

@@ -123,3 +123,12 @@ def test_a_cancelled_request_leaves_the_batch():
 
     assert run(scenario()) == ["kept"]
     assert "abandoned" not in seen
+
+
+def test_sentiment_batches_are_split_into_groups_of_similar_length():
+    from service.tasks.sentiment import length_groups
+
+    lengths = [400, 3, 12, 380, 30, 20, 150, 9]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [[lengths[i] for i in g] for g in groups] == [[3, 9, 12, 20, 30], [150], [380, 400]]
