@@ -39,6 +39,9 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not even parse (e.g. not UTF-8): still a body error
+            message = f"body: {exc.detail}"
+            return error_response(422, "validation_error", message, fields=[{"loc": ["body"], "message": str(exc.detail)}])
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 

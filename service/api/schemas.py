@@ -10,17 +10,21 @@ MAX_TEXT_CHARS = 20_000
 MAX_SENTIMENT_TEXTS = 64
 
 ReviewText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+# Documents "exactly one of text or texts" in the OpenAPI schema (the validator enforces it).
+EXACTLY_ONE_TEXT_FIELD = [{"required": ["text"]}, {"required": ["texts"]}]
 
 
 class SentimentRequest(BaseModel):
     """Exactly one of `text` (one result) or `texts` (1 to 64, results in input order)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "oneOf": EXACTLY_ONE_TEXT_FIELD,
         "examples": [{"text": "A gorgeous, patient film; the lead performance is quietly brilliant."},
                      {"texts": ["Loved every minute.", "What a waste of two hours."]}]})
 
-    text: ReviewText | None = Field(None, description="1 to 20,000 characters after trimming white space")
-    texts: Annotated[list[ReviewText], Field(min_length=1, max_length=MAX_SENTIMENT_TEXTS)] | None = Field(
+    # Typed without None (a null is refused), defaulting to absent: exactly one is given.
+    text: ReviewText = Field(None, description="1 to 20,000 characters after trimming white space")
+    texts: Annotated[list[ReviewText], Field(min_length=1, max_length=MAX_SENTIMENT_TEXTS)] = Field(
         None, description="1 to 64 texts, each 1 to 20,000 characters after trimming")
 
     @model_validator(mode="after")
@@ -121,7 +125,7 @@ MAX_MUSIC_LENGTH = 5_000
 class MusicRequest(BaseModel):
     """Everything is optional: an empty body starts a new tune with the defaults."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"max_length": 600, "temperature": 0.9, "top_k": 20, "seed": 7},
         {"prompt": "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n", "max_length": 400, "seed": 1},
         {"max_length": 300, "seed": 3, "stream": True}]})
@@ -158,7 +162,7 @@ class MusicResponse(BaseModel):
 
 
 class MidiRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"abc": "X:1\nT:Example\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"}]})
 
     abc: str = Field(min_length=1, max_length=20_000, description="one tune in ABC notation")
@@ -173,12 +177,12 @@ EnglishText = Annotated[str, StringConstraints(strip_whitespace=True, min_length
 class TranslateRequest(BaseModel):
     """Exactly one of `text` (one result) or `texts` (1 to 32, results in input order)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": EXACTLY_ONE_TEXT_FIELD, "examples": [
         {"text": "I have never been to Spain.", "beam_size": 4},
         {"texts": ["Where is the station?", "Tom bought three books."], "beam_size": 1, "return_attention": True}]})
 
-    text: EnglishText | None = Field(None, description="English, 1 to 1,000 characters after trimming")
-    texts: Annotated[list[EnglishText], Field(min_length=1, max_length=MAX_TRANSLATE_TEXTS)] | None = Field(
+    text: EnglishText = Field(None, description="English, 1 to 1,000 characters after trimming")
+    texts: Annotated[list[EnglishText], Field(min_length=1, max_length=MAX_TRANSLATE_TEXTS)] = Field(
         None, description="1 to 32 English texts, each 1 to 1,000 characters after trimming")
     beam_size: int = Field(4, ge=1, le=8, description="1: greedy decoding; 2 to 8: beam search")
     max_length: int = Field(128, ge=1, le=256, description="at most this many output subword tokens")
