@@ -3,6 +3,7 @@ with the raw ONNX Runtime graphs run in-process at the same batch size, in the s
 
     python -m benchmarks                          # all tasks, concurrency 1/8/32/64, 15 s each
     python -m benchmarks --duration 30 --out benchmarks/results.json
+    python -m benchmarks --soak 600               # 10 minutes at concurrency 32 across all endpoints
 
 Inputs come from each task's test split (run `python -m training data <task>` first).
 Prints a table and writes every figure as JSON.
@@ -15,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -105,8 +107,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--tasks", default="sentiment,translate,music")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report (default benchmarks/results.json, or soak.json with --soak)")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                        help="instead: a soak run of this length at concurrency 32 across all three endpoints")
     args = parser.parse_args()
+    if args.soak:
+        return soak(args.models_dir, args.soak, args.out or REPO_ROOT / "benchmarks" / "soak.json")
+    args.out = args.out or REPO_ROOT / "benchmarks" / "results.json"
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     tasks = args.tasks.split(",")
     texts = inputs()
@@ -139,6 +147,49 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+    return 0
+
+
+def soak(models_dir: Path, duration: float, out: Path, concurrency: int = 32, warm_up_s: float = 60) -> int:
+    """Errors (must be none) and resident-memory growth after warm-up (must be <= 10%)."""
+    texts = inputs()
+    server = ServiceProcess(models_dir)
+    requests = []
+    for i in range(600):
+        requests.append((server.url + "/sentiment", {"text": texts["sentiment"][i]}))
+        requests.append((server.url + "/translate", {"text": texts["translate"][i], "beam_size": 1 + i % 8}))
+        if i % 3 == 0:
+            requests.append((server.url + "/generate-music", {"max_length": 100 + i % 400, "seed": i}))
+    print(f"soak: warm-up {warm_up_s:.0f} s, then {duration:.0f} s at concurrency {concurrency}", flush=True)
+    warm = run_load(None, [], concurrency, warm_up_s, requests=requests)
+    baseline = server.rss_mib()
+    samples = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(10):
+            samples.append(server.rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result = run_load(None, [], concurrency, duration, requests=requests)
+    stop.set()
+    sampler.join()
+    final = server.rss_mib()
+    status = server.stop()
+    report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "duration_s": duration, "concurrency": concurrency, "warm_up": warm, "load": result,
+              "rss_mib_after_warm_up": baseline, "rss_mib_at_end": final, "rss_mib_peak": max(samples + [final]),
+              "rss_growth": final / baseline - 1, "errors": result["errors"], "exit_status_after_sigterm": status}
+    errors = sum(result["errors"].values()) + sum(warm["errors"].values())
+    print(f"  {result['requests']} requests ({result['requests_per_s']:.1f}/s), errors {errors}, p50 "
+          f"{result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; RSS {baseline:.0f} -> {final:.0f} MiB "
+          f"({report['rss_growth']:+.1%}), peak {report['rss_mib_peak']:.0f} MiB; exit {status}")
+    print(f"  {'PASS' if errors == 0 else 'MISS'}  no errors; "
+          f"{'PASS' if report['rss_growth'] <= 0.10 else 'MISS'}  RSS growth <= 10%")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

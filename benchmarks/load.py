@@ -14,16 +14,16 @@ import httpx
 import numpy as np
 
 
-async def _closed_loop(url: str, bodies: list[dict], concurrency: int, duration_s: float) -> dict[str, Any]:
+async def _closed_loop(requests: list[tuple[str, dict]], concurrency: int, duration_s: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    feed = itertools.cycle(bodies)
+    feed = itertools.cycle(requests)
     deadline = time.perf_counter() + duration_s
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
         async def user() -> None:
             while time.perf_counter() < deadline:
-                body = next(feed)
+                url, body = next(feed)
                 started = time.perf_counter()
                 try:
                     response = await client.post(url, json=body)
@@ -40,20 +40,23 @@ async def _closed_loop(url: str, bodies: list[dict], concurrency: int, duration_
     return {"latencies": latencies, "errors": errors, "elapsed_s": elapsed}
 
 
-def _worker(url: str, bodies: list[dict], concurrency: int, duration_s: float, out) -> None:
+def _worker(requests: list[tuple[str, dict]], concurrency: int, duration_s: float, out) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF)
-    result = asyncio.run(_closed_loop(url, bodies, concurrency, duration_s))
+    result = asyncio.run(_closed_loop(requests, concurrency, duration_s))
     after = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out.put(result)
 
 
-def run_load(url: str, bodies: list[dict], concurrency: int, duration_s: float) -> dict[str, Any]:
-    """`concurrency` users, each sending the next body as soon as its last answer came, for
-    `duration_s`; returns requests/s, latency percentiles (ms), errors and the client's CPU share."""
+def run_load(url: str | None, bodies: list[dict], concurrency: int, duration_s: float,
+             requests: list[tuple[str, dict]] | None = None) -> dict[str, Any]:
+    """`concurrency` users, each sending the next body (to `url`, or the next (url, body) of
+    `requests`) as soon as its last answer came, for `duration_s`; returns requests/s, latency
+    percentiles (ms), errors and the client's CPU share."""
+    requests = requests or [(url, body) for body in bodies]
     queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     process = multiprocessing.get_context("spawn").Process(target=_worker,
-                                                           args=(url, bodies, concurrency, duration_s, queue))
+                                                           args=(requests, concurrency, duration_s, queue))
     process.start()
     result = queue.get(timeout=duration_s + 300)
     process.join()
