@@ -25,6 +25,7 @@ import numpy as np
 from seqserve.generation import GenerationState, sample_ids
 from service.batching import QueueFull
 from service.metrics import Metrics
+from service.step_state import StepState
 
 
 @dataclass(eq=False)
@@ -40,13 +41,12 @@ class Stream:
 
 
 class ContinuousGenerator:
-    def __init__(self, name: str, read_prompts: Callable[[str, int], GenerationState],
-                 run_step: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    def __init__(self, name: str, read_prompts: Callable[[str, int], GenerationState], state: StepState,
                  decode: Callable[[list[int]], str], metrics: Metrics, max_streams: int,
                  chunk_chars: int = 32, steps_per_hop: int = 4):
         self.name = name
         self.read_prompts = read_prompts  # (prompt, copies) -> state of `copies` rows
-        self.run_step = run_step  # (ids [N, 1], h, c) -> (logits [N, V], h, c)
+        self.state = state  # the active rows' state, on the step graph's device
         self.decode = decode
         self.metrics = metrics
         self.max_streams = max_streams
@@ -54,7 +54,6 @@ class ContinuousGenerator:
         self.steps_per_hop = steps_per_hop
         self._joining: list[Stream] = []
         self._active: list[Stream] = []
-        self._state: GenerationState | None = None
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{name}")
         self._worker: asyncio.Task | None = None
@@ -77,7 +76,8 @@ class ContinuousGenerator:
             self._worker = None
         for stream in self._joining + self._active:
             stream.chunks.put_nowait(QueueFull(f"{self.name} is shutting down"))
-        self._joining, self._active, self._state = [], [], None
+        self._joining, self._active = [], []
+        self.state.keep(np.arange(0))
         self._executor.shutdown(wait=True)
 
     def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
@@ -119,7 +119,8 @@ class ContinuousGenerator:
             except Exception as error:  # a failing hop fails the streams in it; the worker lives on
                 for stream in joining + self._active:
                     stream.chunks.put_nowait(error)
-                self._active, self._state = [], None
+                self._active = []
+                self.state.keep(np.arange(0))
                 continue
             finally:
                 self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
@@ -156,13 +157,7 @@ class ContinuousGenerator:
         for stream in streams:
             by_prompt[stream.prompt].append(stream)
         for prompt, group in by_prompt.items():  # identical prompts (a new tune) are read once, as one batch
-            state = self.read_prompts(prompt, len(group))
-            if self._state is None:
-                self._state = state
-            else:
-                self._state = GenerationState(np.concatenate([self._state.logits, state.logits]),
-                                              np.concatenate([self._state.h, state.h], axis=1),
-                                              np.concatenate([self._state.c, state.c], axis=1))
+            self.state.append(self.read_prompts(prompt, len(group)))
             self._active += group
 
     def _drop(self, rows: list[int]) -> None:
@@ -170,18 +165,14 @@ class ContinuousGenerator:
             return
         keep = np.setdiff1d(np.arange(len(self._active)), rows)
         self._active = [self._active[i] for i in keep]
-        if not self._active:
-            self._state = None
-            return
-        s = self._state
-        self._state = GenerationState(s.logits[keep], s.h[:, keep], s.c[:, keep])
+        self.state.keep(keep)
 
     def _step(self) -> None:
-        s, streams = self._state, self._active
-        ids = sample_ids(s.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
+        streams = self._active
+        ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
                          [x.generator for x in streams])
         self.metrics.batch_size.labels(self.name).observe(len(streams))
-        s.logits, s.h, s.c = self.run_step(ids[:, None].astype(np.int64), s.h, s.c)
+        self.state.step(ids[:, None].astype(np.int64))
         for stream, token in zip(streams, ids.tolist()):
             stream.pending.append(token)
             stream.remaining -= 1

@@ -450,6 +450,11 @@ def train_translate(config: dict[str, Any], run_dir: Path, resume: bool = False,
            and not (budget and state["seconds"] >= budget)):
         epoch = state["epoch"] + 1
         started = time.perf_counter()
+        if settings.get("lr_decay_start_epoch") and epoch >= settings["lr_decay_start_epoch"]:
+            # Anneal once the fast early progress is over (kept in the optimizer's state, so a
+            # resumed run continues the same schedule).
+            for group in optimizer.param_groups:
+                group["lr"] *= settings["lr_epoch_decay"]
         model.train()
         batches = length_bucketed_batches(list(range(len(sources))), lengths, settings["batch_size"],
                                           random.Random(settings["seed"] + epoch))

@@ -12,6 +12,7 @@ import numpy as np
 from seqserve.characters import CharVocabulary
 from seqserve.generation import GenerationState, read_prompt
 from service.continuous import ContinuousGenerator
+from service.step_state import StepState
 from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
@@ -29,11 +30,10 @@ class MusicModel(ServedModel):
     def read_prompts(self, prompt: str, copies: int) -> GenerationState:
         return read_prompt(self.prompt_graph, self.vocabulary, prompt, batch=copies)
 
-    def run_step(self, ids: np.ndarray, h: np.ndarray, c: np.ndarray):
-        return self.step_graph.run(None, {"token": ids, "h": h, "c": c})
-
     async def start(self) -> None:
-        self.generator = ContinuousGenerator(self.name, self.read_prompts, self.run_step, self.vocabulary.decode,
+        on_cuda = self.step_graph.get_providers()[0] == "CUDAExecutionProvider"
+        state = StepState(self.step_graph, "cuda" if on_cuda else "cpu", self.settings.cuda_device_id)
+        self.generator = ContinuousGenerator(self.name, self.read_prompts, state, self.vocabulary.decode,
                                              self.metrics, max_streams=self.settings.max_queue_size,
                                              chunk_chars=CHUNK_CHARS)
         self.generator.start()
@@ -43,7 +43,7 @@ class MusicModel(ServedModel):
         await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
         state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.max_batch_size)
         ids = np.zeros((self.settings.max_batch_size, 1), dtype=np.int64)
-        await asyncio.to_thread(self.run_step, ids, state.h, state.c)
+        await asyncio.to_thread(self.step_graph.run, None, {"token": ids, "h": state.h, "c": state.c})
         async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0):
             pass
 

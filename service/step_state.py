@@ -1,0 +1,66 @@
+"""Where the recurrent state of the active generation streams lives between steps.
+
+The state (h, c) of every active row stays an ONNX Runtime value on the session's device,
+fed back through IOBinding: on a GPU it never crosses to the host between steps; per step
+only the sampled ids go in and the logits (needed on the host for sampling) come out. Rows
+joining or leaving, once per request, move the state through the host. On the CPU the same
+code runs with the values in host memory, so one path serves and is tested everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from seqserve.generation import GenerationState
+
+
+class StepState:
+    def __init__(self, step_session: ort.InferenceSession, device: str = "cpu", device_id: int = 0):
+        self.session = step_session
+        self.device, self.device_id = device, device_id
+        self.logits: np.ndarray | None = None  # [rows, V], host
+        self._h: ort.OrtValue | None = None
+        self._c: ort.OrtValue | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.logits is None else len(self.logits)
+
+    def _load(self, h: np.ndarray, c: np.ndarray) -> None:
+        self._h = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(h), self.device, self.device_id)
+        self._c = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(c), self.device, self.device_id)
+
+    def host(self) -> GenerationState:
+        return GenerationState(self.logits, self._h.numpy(), self._c.numpy())
+
+    def append(self, state: GenerationState) -> None:
+        """New rows (prompts just read) join after the existing ones."""
+        if not len(self):
+            self.logits = state.logits
+            self._load(state.h, state.c)
+            return
+        current = self.host()
+        self.logits = np.concatenate([current.logits, state.logits])
+        self._load(np.concatenate([current.h, state.h], axis=1), np.concatenate([current.c, state.c], axis=1))
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Only these rows stay (in this order)."""
+        if len(rows) == 0:
+            self.logits, self._h, self._c = None, None, None
+            return
+        current = self.host()
+        self.logits = current.logits[rows]
+        self._load(current.h[:, rows], current.c[:, rows])
+
+    def step(self, ids: np.ndarray) -> None:
+        """Feed one id per row ([rows, 1] int64); the state advances in place on the device."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("token", ids)
+        binding.bind_ortvalue_input("h", self._h)
+        binding.bind_ortvalue_input("c", self._c)
+        binding.bind_output("logits", "cpu")
+        binding.bind_output("h_next", self.device, self.device_id)
+        binding.bind_output("c_next", self.device, self.device_id)
+        self.session.run_with_iobinding(binding)
+        logits, self._h, self._c = binding.get_outputs()
+        self.logits = logits.numpy()
