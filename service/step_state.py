@@ -22,16 +22,27 @@ class StepState:
         self.logits: np.ndarray | None = None  # [rows, V], host
         self._h: ort.OrtValue | None = None
         self._c: ort.OrtValue | None = None
+        self._host_copy: tuple[np.ndarray, np.ndarray] | None = None  # h, c as last loaded from the host
+        self._binding = None  # of the last step, whose outputs h_next/c_next are the state
 
     def __len__(self) -> int:
         return 0 if self.logits is None else len(self.logits)
 
     def _load(self, h: np.ndarray, c: np.ndarray) -> None:
-        self._h = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(h), self.device, self.device_id)
-        self._c = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(c), self.device, self.device_id)
+        h, c = np.ascontiguousarray(h), np.ascontiguousarray(c)
+        self._h = ort.OrtValue.ortvalue_from_numpy(h, self.device, self.device_id)
+        self._c = ort.OrtValue.ortvalue_from_numpy(c, self.device, self.device_id)
+        self._host_copy = (h, c)
 
     def host(self) -> GenerationState:
-        return GenerationState(self.logits, self._h.numpy(), self._c.numpy())
+        """The state on the host (a device-to-host copy after a step on a GPU)."""
+        if self._host_copy is None:
+            if self.device == "cpu":
+                self._host_copy = (self._h.numpy(), self._c.numpy())
+            else:
+                _, h, c = self._binding.copy_outputs_to_cpu()
+                self._host_copy = (h, c)
+        return GenerationState(self.logits, *self._host_copy)
 
     def append(self, state: GenerationState) -> None:
         """New rows (prompts just read) join after the existing ones."""
@@ -46,7 +57,7 @@ class StepState:
     def keep(self, rows: np.ndarray) -> None:
         """Only these rows stay (in this order)."""
         if len(rows) == 0:
-            self.logits, self._h, self._c = None, None, None
+            self.logits, self._h, self._c, self._host_copy, self._binding = None, None, None, None, None
             return
         current = self.host()
         self.logits = current.logits[rows]
@@ -64,3 +75,4 @@ class StepState:
         self.session.run_with_iobinding(binding)
         logits, self._h, self._c = binding.get_outputs()
         self.logits = logits.numpy()
+        self._binding, self._host_copy = binding, None
