@@ -78,10 +78,34 @@ def check_music(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
             trace.append(step_logits)
         outputs[name] = np.stack(trace)
     worst = float(np.abs(outputs["cpu"] - outputs["gpu"]).max())
+    worst = max(worst, device_state_difference(gpu, prompt, zeros))
     token = np.zeros((32, 1), dtype=np.int64)
     return {"max_abs_diff": worst, "batch": 32, "steps_compared": 100,
             "cpu_ms": timed(lambda: cpu["step"].run(None, {"token": token, "h": zeros, "c": zeros})),
             "gpu_ms": timed(lambda: gpu["step"].run(None, {"token": token, "h": zeros, "c": zeros}))}
+
+
+def device_state_difference(graphs, prompt: np.ndarray, zeros: np.ndarray) -> float:
+    """The service's IOBinding path (state kept on the device, rows joining and leaving)
+    against plain runs on the same session: largest logit difference over 60 steps."""
+    from seqserve.generation import GenerationState
+    from service.step_state import StepState
+
+    device = "cuda" if graphs["step"].get_providers()[0] == CUDA else "cpu"
+    logits, h, c = graphs["prompt"].run(None, {"tokens": prompt, "h0": zeros, "c0": zeros})
+    bound, plain = StepState(graphs["step"], device), GenerationState(logits[:, -1], h, c)
+    bound.append(GenerationState(logits[:, -1], h, c))
+    rng, worst = np.random.default_rng(1), 0.0
+    for n in range(60):
+        if n == 30:  # half the rows leave
+            keep = np.arange(0, len(bound), 2)
+            bound.keep(keep)
+            plain = GenerationState(plain.logits[keep], plain.h[:, keep], plain.c[:, keep])
+        ids = rng.integers(0, plain.logits.shape[1], (len(bound), 1))
+        bound.step(ids)
+        plain.logits, plain.h, plain.c = graphs["step"].run(None, {"token": ids, "h": plain.h, "c": plain.c})
+        worst = max(worst, float(np.abs(bound.logits - plain.logits).max()))
+    return max(worst, float(np.abs(bound.host().h - plain.h).max()))
 
 
 def check_translate(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
