@@ -107,6 +107,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--tasks", default="sentiment,translate,music")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the service and the raw graphs run (cuda: scripts/gpu_check on a GPU host)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report (default benchmarks/results.json, or soak.json with --soak)")
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
@@ -119,10 +121,12 @@ def main() -> int:
     tasks = args.tasks.split(",")
     texts = inputs()
 
-    print(f"machine: {machine()}")
-    server = ServiceProcess(args.models_dir)
+    if args.device == "cuda":
+        raw.PROVIDERS.insert(0, "CUDAExecutionProvider")
+    print(f"machine: {machine()}; device {args.device}")
+    server = ServiceProcess(args.models_dir, args.device)
     report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "duration_s_per_level": args.duration, "cold_start_s": server.cold_start_s,
+              "device": args.device, "duration_s_per_level": args.duration, "cold_start_s": server.cold_start_s,
               "rss_mib_after_start": server.rss_mib()}
     print(f"cold start (spawn -> /readyz 200): {server.cold_start_s:.2f} s; RSS {report['rss_mib_after_start']:.0f} MiB")
     try:

@@ -12,13 +12,16 @@ import onnxruntime as ort
 from seqserve.manifest import Manifest, newest_version_dir
 
 
+PROVIDERS = ["CPUExecutionProvider"]  # set to CUDA first by `python -m benchmarks --device cuda`
+
+
 def _sessions(models_dir: Path, task: str) -> tuple[Path, Manifest, dict[str, ort.InferenceSession]]:
     model_dir = newest_version_dir(models_dir / task)
     manifest = Manifest.load(model_dir)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sessions = {name: ort.InferenceSession(str(model_dir / g.file), sess_options=options,
-                                           providers=["CPUExecutionProvider"]) for name, g in manifest.graphs.items()}
+                                           providers=PROVIDERS) for name, g in manifest.graphs.items()}
     return model_dir, manifest, sessions
 
 

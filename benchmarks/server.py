@@ -21,13 +21,13 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, models_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, models_dir: Path, device: str = "cpu", env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
-             "--models-dir", str(models_dir), "--device", "cpu"],
+             "--models-dir", str(models_dir), "--device", device],
             cwd=REPO_ROOT, env={**os.environ, "SEQSERVE_LOG_LEVEL": "warning", **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.cold_start_s = self._wait_ready(started)
