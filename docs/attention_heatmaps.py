@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from seqserve.manifest import Manifest, newest_version_dir  # noqa: E402
-from seqserve.translation import SubwordCodec, beam_search, describe  # noqa: E402
+from seqserve.translation import SubwordCodec, beam_search, describe, prepare_source  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 EXAMPLES = [
@@ -43,9 +43,10 @@ def main() -> None:
                 for kind, g in manifest.graphs.items()}
     codec = SubwordCodec.from_file(model_dir / manifest.preprocessing["tokenizer"],
                                    manifest.preprocessing["max_source_tokens"])
-    sources = codec.source_ids(EXAMPLES)
-    hypotheses = beam_search(sessions["encoder"], sessions["decoder_step"], codec, sources, args.beam_size)
-    results = [describe(codec, text, source, hyp) for text, source, hyp in zip(EXAMPLES, sources, hypotheses)]
+    sources = [prepare_source(codec, text) for text in EXAMPLES]
+    hypotheses = beam_search(sessions["encoder"], sessions["decoder_step"], codec, [s.ids for s in sources],
+                             args.beam_size)
+    results = [describe(codec, source, hyp) for source, hyp in zip(sources, hypotheses)]
 
     figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.6))
     for axis, result in zip(axes, results):

@@ -9,6 +9,7 @@ for their length alone. With beam_size 1 this is greedy decoding.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,43 @@ def _trim(hypothesis: Hypothesis, source_length: int) -> Hypothesis:
 
 
 @dataclass
+class Source:
+    """A text as the encoder reads it. Characters the tokenizer never saw in training (emoji,
+    other scripts) would reach the model as [UNK], which it never learned; they are set aside
+    instead and put back into the translation where attention says they belong."""
+
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # each id's character span in `text`
+    set_aside: list[tuple[int, str]]  # (index of the id they followed, -1: the start; the characters)
+    truncated: bool
+
+
+def prepare_source(codec: SubwordCodec, text: str) -> Source:
+    encoding = codec.tokenizer.encode(text, add_special_tokens=False)
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    set_aside: list[tuple[int, str, int, int]] = []
+    for token_id, token, span in zip(encoding.ids, encoding.tokens, encoding.offsets):
+        if token_id != codec.unk_id:
+            ids.append(token_id)
+            offsets.append(span)
+            continue
+        if ids and codec.tokenizer.id_to_token(ids[-1]) == "▁":  # the word-start mark of the unknown run
+            ids.pop()
+            offsets.pop()
+        anchor = len(ids) - 1
+        if set_aside and set_aside[-1][0] == anchor and not text[set_aside[-1][3] : span[0]].strip():
+            _, _, first, _ = set_aside.pop()  # adjacent unknown characters travel together
+            span = (first, span[1])
+        set_aside.append((anchor, text[span[0] : span[1]], span[0], span[1]))
+    truncated = len(ids) > codec.max_source_tokens
+    ids, offsets = ids[: codec.max_source_tokens], offsets[: codec.max_source_tokens]
+    kept = [(anchor, chars) for anchor, chars, _, _ in set_aside if anchor < len(ids)]
+    return Source(text, ids or [codec.unk_id], offsets or [(0, 0)], kept, truncated)
+
+
+@dataclass
 class Translation:
     """One answer: the text, the subwords on both sides, and where each target subword looked."""
 
@@ -173,7 +211,107 @@ class Translation:
     source_truncated: bool
 
 
-def describe(codec: SubwordCodec, text: str, source: list[int], hypothesis: Hypothesis) -> Translation:
-    full_length = len(codec.tokenizer.encode(text, add_special_tokens=False).ids)
-    return Translation(codec.decode(hypothesis.ids), codec.tokens(source), codec.tokens(hypothesis.ids),
-                       hypothesis.attention, full_length > len(source))
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+_SEPARATOR = {".", ",", ":", "/", "-"}
+
+
+def _has_digit(piece: str | None) -> bool:
+    return piece is not None and any(ch.isdigit() for ch in piece)
+
+
+def _numeric_runs(pieces: list[str]) -> list[tuple[int, int]]:
+    """(first, end) of each run of target pieces spelling a number: digit pieces, separators
+    between them, and the lone word-start mark before them."""
+    runs, i = [], 0
+    while i < len(pieces):
+        if not _has_digit(pieces[i]):
+            i += 1
+            continue
+        first = i - 1 if i > 0 and pieces[i - 1] == "▁" else i
+        while i + 1 < len(pieces) and (_has_digit(pieces[i + 1]) or (
+                pieces[i + 1] in _SEPARATOR and i + 2 < len(pieces) and _has_digit(pieces[i + 2]))):
+            i += 1
+        runs.append((first, i + 1))
+        i += 1
+    return runs
+
+
+def _unknown_names(codec: SubwordCodec, source: Source) -> list[tuple[int, int, str]]:
+    """(first id, end id, word) of the names the vocabulary does not know: a capitalised word
+    split into pieces, in neither case a token of its own."""
+    tokens = codec.tokens(source.ids)
+    starts = [i for i, t in enumerate(tokens) if t.startswith("▁")] + [len(tokens)]
+    names = []
+    for first, end in zip(starts, starts[1:]):
+        end = next((i for i in range(first + 1, end) if not tokens[i].isalpha()), end)  # punctuation ends a word
+        word = source.text[source.offsets[first][0] : source.offsets[end - 1][1]].strip()
+        if (end - first >= 2 and word[:1].isupper() and word.isalpha()
+                and codec.tokenizer.token_to_id("▁" + word) is None
+                and codec.tokenizer.token_to_id("▁" + word.lower()) is None):
+            names.append((first, end, word))
+    return names
+
+
+def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) -> list[str]:
+    """The target pieces with numbers and unknown names copied from the source (the model
+    spells those piece by piece and often garbles them): a target run that attended to one is
+    replaced by the source's own text. Then the set-aside characters go back in, after the
+    piece that attended most to where they were."""
+    pieces = codec.tokens(hypothesis.ids)
+    if not pieces:
+        return [chars for _, chars in source.set_aside]
+    looked_at = hypothesis.attention.argmax(axis=1)
+    out: list[str | None] = list(pieces)
+
+    numbers = []
+    for match in _NUMBER.finditer(source.text):
+        ids = [i for i, (a, b) in enumerate(source.offsets) if a < match.end() and b > match.start()]
+        if ids:
+            numbers.append((ids[0], ids[-1] + 1, match.group()))
+    previous: tuple[int, int] | None = None  # (end, number) of the last run replaced
+    for first, end in _numeric_runs(pieces):
+        votes = [k for i in range(first, end) if _has_digit(pieces[i])
+                 for k, (a, b, _) in enumerate(numbers) if a <= looked_at[i] < b]
+        if not votes:
+            continue
+        number = max(set(votes), key=votes.count)
+        between = pieces[previous[0] : first] if previous else None
+        if previous and previous[1] == number and all(p.strip("▁") in _SEPARATOR | {""} for p in between):
+            out[previous[0] : end] = [None] * (end - previous[0])  # the model split one number in two
+        else:
+            out[first] = ("▁" if pieces[first].startswith("▁") else "") + numbers[number][2]
+            out[first + 1 : end] = [None] * (end - first - 1)
+        previous = (end, number)
+
+    for first, end, word in _unknown_names(codec, source):
+        hits = [i for i, j in enumerate(looked_at) if first <= j < end and out[i] is not None
+                and pieces[i].strip("▁").isalpha()]
+        if not hits:
+            continue  # the model left it out; nothing to copy into
+        low, high = hits[0], hits[-1]
+        while low > 0 and not pieces[low].startswith("▁") and pieces[low - 1].strip("▁").isalpha():
+            low -= 1  # widen to whole words
+        while high + 1 < len(pieces) and not pieces[high + 1].startswith("▁") and pieces[high + 1].isalpha():
+            high += 1
+        if any(out[i] is None for i in range(low, high + 1)):
+            continue
+        out[low] = ("▁" if pieces[low].startswith("▁") else "") + word
+        out[low + 1 : high + 1] = [None] * (high - low)
+
+    for anchor, chars in reversed(source.set_aside):
+        if anchor < 0:
+            out.insert(0, chars + " ")
+        elif anchor == len(source.ids) - 1:
+            out.append(" " + chars)
+        else:
+            i = int(hypothesis.attention[:, anchor].argmax())
+            while i + 1 < len(out) and out[i + 1] is not None and not out[i + 1].startswith("▁"):
+                i += 1  # after the whole word
+            out.insert(i + 1, " " + chars)
+    return [piece for piece in out if piece is not None]
+
+
+def describe(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) -> Translation:
+    text = "".join(restore_copies(codec, source, hypothesis)).replace("▁", " ")
+    return Translation(" ".join(text.split()), codec.tokens(source.ids), codec.tokens(hypothesis.ids),
+                       hypothesis.attention, source.truncated)

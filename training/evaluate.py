@@ -129,18 +129,19 @@ def evaluate_music(model_dir: Path, samples: int = 200, max_length: int = 1500, 
 
 def translate_texts(sessions: dict[str, ort.InferenceSession], codec, texts: list[str], beam_size: int,
                     max_length: int = 100, batch_size: int = 64) -> list[str]:
-    """Translate with the ONNX graphs and the service's beam search, sorted by length into batches."""
-    from seqserve.translation import beam_search
+    """Translate with the ONNX graphs exactly as the service does (source preparation, beam
+    search, copying numbers and unknown names), sorted by length into batches."""
+    from seqserve.translation import beam_search, describe, prepare_source
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     outputs = [""] * len(texts)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        hypotheses = beam_search(sessions["encoder"], sessions["decoder_step"], codec,
-                                 codec.source_ids([texts[i] for i in batch]), beam_size=beam_size,
-                                 max_length=max_length)
-        for i, hypothesis in zip(batch, hypotheses):
-            outputs[i] = codec.decode(hypothesis.ids)
+        sources = [prepare_source(codec, texts[i]) for i in batch]
+        hypotheses = beam_search(sessions["encoder"], sessions["decoder_step"], codec, [s.ids for s in sources],
+                                 beam_size=beam_size, max_length=max_length)
+        for i, source, hypothesis in zip(batch, sources, hypotheses):
+            outputs[i] = describe(codec, source, hypothesis).translation
     return outputs
 
 

@@ -11,7 +11,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 
-from seqserve.translation import SubwordCodec, Translation, beam_search, describe
+from seqserve.translation import SubwordCodec, Translation, beam_search, describe, prepare_source
 from service.batching import MicroBatcher
 from service.tasks.base import ServedModel
 
@@ -39,11 +39,11 @@ class TranslateModel(ServedModel):
             groups[(job.beam_size, job.max_length)].append(index)
         results: list[Translation | None] = [None] * len(jobs)
         for (beam_size, max_length), members in groups.items():
-            texts = [jobs[i].text for i in members]
-            sources = self.codec.source_ids(texts)
-            hypotheses = beam_search(self.encoder, self.step, self.codec, sources, beam_size, max_length)
-            for i, text, source, hypothesis in zip(members, texts, sources, hypotheses):
-                results[i] = describe(self.codec, text, source, hypothesis)
+            sources = [prepare_source(self.codec, jobs[i].text) for i in members]
+            hypotheses = beam_search(self.encoder, self.step, self.codec, [s.ids for s in sources], beam_size,
+                                     max_length)
+            for i, source, hypothesis in zip(members, sources, hypotheses):
+                results[i] = describe(self.codec, source, hypothesis)
         return results
 
     async def start(self) -> None:

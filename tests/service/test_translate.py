@@ -98,3 +98,27 @@ def test_concurrent_requests_with_different_settings_share_the_batcher(client):
     for body, answer in zip(requests, answers):
         assert answer.status_code == 200
         assert answer.json()["translation"] == translate(client, **body)["translation"]
+
+
+def test_the_model_translates(client):
+    assert translate(client, text="Where is the station?")["translation"] == "¿Dónde está la estación?"
+    assert translate(client, text="I have never been to Spain.")["translation"] == "Nunca he estado en España."
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("Zebulon bought 1,234 apples.", ["Zebulon", "1,234"]),
+    ("Call me at 555-0199 tomorrow.", ["555-0199"]),
+    ("Kwabena and Siobhan went to Reykjavik.", ["Kwabena", "Siobhan", "Reykjavik"]),
+])
+def test_unknown_names_and_numbers_are_copied_not_garbled(client, text, kept):
+    translation = translate(client, text=text, beam_size=4)["translation"]
+    for word in kept:
+        assert word in translation, translation
+
+
+def test_characters_never_seen_are_set_aside_and_put_back(client):
+    body = translate(client, text="I love you 😀", beam_size=4)
+    assert body["translation"].endswith("😀") and body["translation"].startswith("Te ")
+    assert "[UNK]" not in body["source_tokens"]
+    leading = translate(client, text="🎉 Happy birthday!")["translation"]
+    assert leading.startswith("🎉 ") and "cumpleaños" in leading
