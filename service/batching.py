@@ -1,8 +1,9 @@
 """Adaptive micro-batching: concurrent requests share one model run.
 
 Items wait in a bounded queue; one worker takes the first item, then gathers more until the
-batch is full or the first item has waited `max_wait_s`, and runs the whole batch in a
-thread so the event loop stays free. Each item carries a future that gets its own result,
+batch is full or the first item has waited `max_wait_s` (no wait at all while requests
+arrive further apart than that: company is then unlikely and waiting is pure latency), and
+runs the whole batch in a thread so the event loop stays free. Each item carries a future that gets its own result,
 or the batch's exception: a failing batch fails only the requests in it. A full queue
 refuses at once (QueueFull) instead of letting latency grow without bound.
 """
@@ -48,6 +49,10 @@ class MicroBatcher(Generic[In, Out]):
         # One thread per model: ONNX Runtime parallelises inside a run already.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._worker: asyncio.Task | None = None
+        # Mean time between arrivals (exponentially weighted): when requests come further
+        # apart than max_wait_s, waiting for company only adds latency, so a batch goes at once.
+        self._mean_gap_s = max_wait_s
+        self._last_arrival = time.perf_counter()
 
     def start(self) -> None:
         if self._worker is None:
@@ -75,6 +80,9 @@ class MicroBatcher(Generic[In, Out]):
             self.metrics.rejected.labels(self.name).inc(len(items))
             raise QueueFull(f"{self.name} queue is full ({self.max_queue_size} items)")
         loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        self._mean_gap_s = 0.8 * self._mean_gap_s + 0.2 * min(now - self._last_arrival, 1.0)
+        self._last_arrival = now
         pending = [_Pending(item, loop.create_future()) for item in items]
         for entry in pending:
             self._queue.put_nowait(entry)
@@ -92,7 +100,8 @@ class MicroBatcher(Generic[In, Out]):
     async def _next_batch(self) -> list[_Pending[In]]:
         first = await self._queue.get()
         batch = [first]
-        deadline = first.enqueued + self.max_wait_s
+        waits = self._mean_gap_s < self.max_wait_s  # company is likely within max_wait_s
+        deadline = first.enqueued + (self.max_wait_s if waits else 0.0)
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())

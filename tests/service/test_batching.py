@@ -132,3 +132,20 @@ def test_sentiment_batches_are_split_into_groups_of_similar_length():
     groups = length_groups(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert [[lengths[i] for i in g] for g in groups] == [[3, 9, 12, 20, 30], [150], [380, 400]]
+
+
+def test_a_lone_request_does_not_wait_for_company_when_requests_are_sparse():
+    async def scenario():
+        batcher = make(lambda items: list(items), max_wait_s=0.2)
+        batcher.start()
+        for _ in range(3):  # sparse arrivals: the mean gap grows past max_wait_s
+            await asyncio.sleep(0.25)
+            await batcher.submit_many([1])
+        await asyncio.sleep(0.25)
+        started = asyncio.get_running_loop().time()
+        await batcher.submit_many([1])
+        elapsed = asyncio.get_running_loop().time() - started
+        await batcher.stop()
+        return elapsed
+
+    assert run(scenario()) < 0.1
