@@ -168,3 +168,44 @@ def test_a_failing_inference_fails_its_batch_with_json_and_the_server_keeps_serv
     broken = client.post("/sentiment", json={"text": "fine"})
     assert broken.status_code == 500 and broken.json()["error"] == "inference_failed"
     assert client.post("/sentiment", json={"text": "fine"}).status_code == 200
+
+
+def test_a_client_that_disconnects_cancels_its_generation(client):
+    """A non-streamed request whose client goes away: its stream leaves the batch at once."""
+    import asyncio
+    import json as json_module
+
+    app, music = client.app, client.app.state.registry.get("music")
+    body = json_module.dumps({"max_length": 5000, "seed": 9}).encode()
+
+    async def call_then_leave():
+        sent_body, messages = False, []
+
+        async def receive():
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(0.3)  # generation is under way; then the client hangs up
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            messages.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/generate-music", "raw_path": b"/generate-music", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+        started = asyncio.get_running_loop().time()
+        await app(scope, receive, send)
+        elapsed = asyncio.get_running_loop().time() - started
+        for _ in range(100):
+            if music.generator.streams == 0:
+                break
+            await asyncio.sleep(0.01)
+        return elapsed, music.generator.streams, messages[0]["status"]
+
+    elapsed, streams_left, status = client.portal.call(call_then_leave)
+    assert elapsed < 2.0, "the request should end when its client leaves, not after 5,000 characters"
+    assert streams_left == 0 and status == 499
