@@ -1,37 +1,42 @@
-"""The load generator: an async HTTP client in its own process (it shares the CPU with the
-service, so it reports its own CPU time)."""
+"""The load generator: an async HTTP client (aiohttp, far cheaper per request than httpx) in
+its own process; it shares the CPU with the service, so it reports its own CPU time."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import multiprocessing
 import resource
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 
 async def _closed_loop(requests: list[tuple[str, dict]], concurrency: int, duration_s: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    feed = itertools.cycle(requests)
+    # Bodies are encoded once, up front: the client's CPU is the server's CPU here.
+    encoded = [(url, json.dumps(body).encode()) for url, body in requests]
+    feed = itertools.cycle(encoded)
+    headers = {"content-type": "application/json"}
     deadline = time.perf_counter() + duration_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
         async def user() -> None:
             while time.perf_counter() < deadline:
                 url, body = next(feed)
                 started = time.perf_counter()
                 try:
-                    response = await client.post(url, json=body)
-                    if response.status_code == 200:
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-                except httpx.HTTPError as error:
+                    async with client.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        if response.status == 200:
+                            latencies.append(time.perf_counter() - started)
+                        else:
+                            errors[str(response.status)] = errors.get(str(response.status), 0) + 1
+                except (aiohttp.ClientError, TimeoutError) as error:
                     errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
 
         started = time.perf_counter()

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0: its default")
+    intra_op_spinning: bool = Field(
+        False, description="let ONNX Runtime's threads spin between runs (steals CPU from the event loop on small hosts)")
     graceful_shutdown_s: float = Field(30.0, ge=0)
     request_timeout_s: float = Field(60.0, ge=0, description="a request still unanswered after this gets 503; 0: none")
 

@@ -58,6 +58,9 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if settings.intra_op_threads:
         options.intra_op_num_threads = settings.intra_op_threads
+    # Spinning threads wait for the next run at full speed: a win when the cores are ONNX
+    # Runtime's alone, a loss here, where the event loop and tokenisation need them too.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=requested_providers(settings))
     in_use = session.get_providers()
     if settings.device == "cuda" and in_use[0] != CUDA:
