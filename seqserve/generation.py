@@ -24,11 +24,13 @@ def sample_ids(logits: np.ndarray, temperature: float | np.ndarray, top_k: int |
     temperature = np.broadcast_to(np.asarray(temperature, dtype=np.float64), (rows,))
     ks = top_k if isinstance(top_k, list) else [top_k] * rows
     ks = np.array([vocab if k is None else min(k, vocab) for k in ks])
-    scaled = logits.astype(np.float64) / temperature[:, None]
+    # Subtract each row's maximum before dividing: a tiny temperature then sends the others to
+    # -inf (sampling becomes argmax) instead of overflowing to inf - inf.
+    scaled = logits.astype(np.float64)
+    scaled = (scaled - scaled.max(axis=-1, keepdims=True)) / temperature[:, None]
     if (ks < vocab).any():
         kth = -np.sort(-scaled, axis=-1)[np.arange(rows), ks - 1][:, None]  # each row's k-th largest
         scaled = np.where(scaled < kth, -np.inf, scaled)
-    scaled -= scaled.max(axis=-1, keepdims=True)
     probabilities = np.exp(scaled)
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     draws = np.array([g.random() for g in generators])[:, None]

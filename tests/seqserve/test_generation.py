@@ -36,3 +36,10 @@ def test_unknown_characters_are_normalised_then_dropped():
     assert kept == "X:1\nABC|ABe"  # full-width letters fold to ASCII, é to e
     assert dropped == sorted({"’", "🎵"})
     assert vocabulary.decode(vocabulary.encode(kept)) == kept
+
+
+def test_a_tiny_temperature_is_argmax_not_nan():
+    logits = np.random.default_rng(2).standard_normal((3, 30)) * 50
+    with np.errstate(invalid="raise"):  # no inf - inf, no nan
+        picks = sample_ids(logits, 1e-300, None, [np.random.default_rng(s) for s in range(3)])
+    assert picks.tolist() == logits.argmax(axis=1).tolist()
