@@ -280,26 +280,38 @@ def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceS
     return worst
 
 
-def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+def export_in_fresh_processes(task: str, graphs: dict[str, str], run_dir: Path,
+                              staging: Path) -> dict[str, ort.InferenceSession]:
+    """`python -m training.export <task> <graph> ...` once per graph (see the module's note),
+    then a CPU session on each."""
     import subprocess
     import sys
 
+    for kind, file in graphs.items():
+        subprocess.run([sys.executable, "-m", "training.export", task, kind, str(run_dir), str(staging / file)],
+                       check=True)
+    return {kind: cpu_session(staging / file) for kind, file in graphs.items()}
+
+
+def graph_specs(graphs: dict[str, str], staging: Path) -> dict[str, GraphSpec]:
+    specs = {}
+    for kind, file in graphs.items():
+        inputs, outputs = signature(onnx.load(str(staging / file)))
+        specs[kind] = GraphSpec(file=file, inputs=inputs, outputs=outputs)
+    return specs
+
+
+def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     from training.data import music as music_data
 
     model, checkpoint = load_music_model(run_dir)
     config = checkpoint["config"]
     staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
-    for kind, file in MUSIC_GRAPHS.items():
-        subprocess.run([sys.executable, "-m", "training.export", "music", kind, str(run_dir),
-                        str(staging / file)], check=True)
-    sessions = {kind: cpu_session(staging / file) for kind, file in MUSIC_GRAPHS.items()}
+    sessions = export_in_fresh_processes("music", MUSIC_GRAPHS, run_dir, staging)
     vocab_size = checkpoint["model_args"]["vocab_size"]
     worst = check_music_parity(model, sessions["prompt"], sessions["step"], vocab_size)
-    graphs = {}
-    for kind, file in MUSIC_GRAPHS.items():
-        inputs, outputs = signature(onnx.load(str(staging / file)))
-        graphs[kind] = GraphSpec(file=file, inputs=inputs, outputs=outputs)
+    graphs = graph_specs(MUSIC_GRAPHS, staging)
 
     meta = json.loads((music_data.data_dir() / "meta.json").read_text())
     lab = meta["sources"]["mit_lab_irish"]
@@ -444,9 +456,6 @@ def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) 
 
 
 def export_translate(run_dir: Path, model_dir: Path, version: str) -> Manifest:
-    import subprocess
-    import sys
-
     from seqserve.translation import SubwordCodec
     from training.data import translate as translate_data
 
@@ -454,20 +463,14 @@ def export_translate(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     config = checkpoint["config"]
     staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    for kind, file in TRANSLATE_GRAPHS.items():
-        subprocess.run([sys.executable, "-m", "training.export", "translate", kind, str(run_dir),
-                        str(staging / file)], check=True)
-    sessions = {kind: cpu_session(staging / file) for kind, file in TRANSLATE_GRAPHS.items()}
+    sessions = export_in_fresh_processes("translate", TRANSLATE_GRAPHS, run_dir, staging)
     codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
     validation = translate_data.load_splits()["validation"]
     texts = [row["english"] for row in validation[:7]] + ["Hi.", "Tom, who lives in Boston, doesn't like the rain at all."]
     worst = check_translate_parity(model, sessions["encoder"], sessions["decoder_step"], codec, texts)
     compared = check_decoding_matches_torch(model, sessions["encoder"], sessions["decoder_step"], codec,
                                             [row["english"] for row in validation[:50]])
-    graphs = {}
-    for kind, file in TRANSLATE_GRAPHS.items():
-        inputs, outputs = signature(onnx.load(str(staging / file)))
-        graphs[kind] = GraphSpec(file=file, inputs=inputs, outputs=outputs)
+    graphs = graph_specs(TRANSLATE_GRAPHS, staging)
 
     meta = translate_data.load_meta()
     manifest = Manifest(

@@ -261,6 +261,22 @@ def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) ->
     return hits
 
 
+def new_state() -> dict[str, Any]:
+    """Where a run stands: epochs done, best validation score and epoch, history, time spent."""
+    return {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+
+
+def resume_state(last_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 device: torch.device) -> dict[str, Any]:
+    """Load the last epoch's checkpoint (model, optimizer, RNG) and return its run state."""
+    checkpoint = torch.load(last_path, map_location=device, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    print(f"resumed from {last_path} after epoch {checkpoint['state']['epoch']}")
+    return checkpoint["state"]
+
+
 def streams(ids: np.ndarray, batch: int) -> torch.Tensor:
     """One long id sequence -> [batch, N]: `batch` contiguous streams read side by side."""
     length = len(ids) // batch
@@ -308,14 +324,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
                   "dropout": model_config["dropout"]}
     model = CharLSTM(**model_args).to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
-    state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
-    if resume:
-        checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        print(f"resumed from {last_path} after epoch {state['epoch']}")
+    state = resume_state(last_path, model, optimizer, device_) if resume else new_state()
 
     batch, window = settings["batch_size"], settings["sequence_length"]
     while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
@@ -435,14 +444,7 @@ def train_translate(config: dict[str, Any], run_dir: Path, resume: bool = False,
                   "dropout": model_config["dropout"], "pad_id": codec.pad_id}
     model = Translator(**model_args).to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
-    state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
-    if resume:
-        checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        print(f"resumed from {last_path} after epoch {state['epoch']}")
+    state = resume_state(last_path, model, optimizer, device_) if resume else new_state()
 
     lengths = [len(s) + len(t) for s, t in zip(sources, targets)]
     budget = settings.get("max_seconds", 0)
