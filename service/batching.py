@@ -24,6 +24,16 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+async def cancel_worker(worker: asyncio.Task | None) -> None:
+    """Cancel a background worker task and wait until it has stopped."""
+    if worker is not None:
+        worker.cancel()
+        try:
+            await worker
+        except asyncio.CancelledError:
+            pass
+
+
 class QueueFull(Exception):
     """The model's queue cannot take these items now; the client should retry later."""
 
@@ -59,13 +69,8 @@ class MicroBatcher(Generic[In, Out]):
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
+        await cancel_worker(self._worker)
+        self._worker = None
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():

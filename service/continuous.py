@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seqserve.generation import GenerationState, sample_ids
-from service.batching import QueueFull
+from service.batching import QueueFull, cancel_worker
 from service.metrics import Metrics
 from service.step_state import StepState
 
@@ -67,13 +67,8 @@ class ContinuousGenerator:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"generator-{self.name}")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
+        await cancel_worker(self._worker)
+        self._worker = None
         for stream in self._joining + self._active:
             stream.chunks.put_nowait(QueueFull(f"{self.name} is shutting down"))
         self._joining, self._active = [], []

@@ -135,12 +135,9 @@ def check_sentiment_parity(model: SentimentLSTM, session: ort.InferenceSession, 
 def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     from training.evaluate import evaluate_sentiment
 
-    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    model, checkpoint = load_best(run_dir, SentimentLSTM)
     config = checkpoint["config"]
     training_summary = json.loads((run_dir / "training.json").read_text())
-    model = SentimentLSTM(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
 
     staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
@@ -208,13 +205,18 @@ class CharLSTMStep(torch.nn.Module):
         return logits[:, 0, :], h, c
 
 
+def load_best(run_dir: Path, model_class: type[torch.nn.Module]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The run's best checkpoint as a model in eval mode, and the checkpoint (config, args)."""
+    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    model = model_class(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
 def load_music_model(run_dir: Path):
     from training.models.music import CharLSTM
 
-    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
-    model = CharLSTM(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+    return load_best(run_dir, CharLSTM)
 
 
 def export_music_graph(run_dir: Path, kind: str, path: Path) -> None:
@@ -346,10 +348,7 @@ TRANSLATE_GRAPHS = {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onn
 def load_translate_model(run_dir: Path):
     from training.models.translate import Translator
 
-    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
-    model = Translator(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+    return load_best(run_dir, Translator)
 
 
 def export_translate_graph(run_dir: Path, kind: str, path: Path) -> None:
