@@ -10,7 +10,7 @@ for their length alone. With beam_size 1 this is greedy decoding.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,95 +72,197 @@ def _normalise(score: float, length: int, length_penalty: float) -> float:
     return score / max(length, 1) ** length_penalty
 
 
+# Decoder-step inputs with a source-position axis (axis 1), padded to the batch's longest source.
+SOURCE_AXIS_INPUTS = ("memory", "keys", "source_mask")
+
+
+@dataclass(eq=False)
+class BeamSearch:
+    """One sentence's search inside a BeamBatch: its K live hypotheses are K consecutive rows
+    of the batch. Each step records, per row, the parent row it came from, its token and its
+    attention, so a finished hypothesis is read back by following the parents."""
+
+    beam_size: int
+    max_length: int
+    source_length: int
+    scores: np.ndarray  # [K] total log-probability of each live hypothesis
+    parents: list[np.ndarray] = field(default_factory=list)  # per step: [K] beam each row extends
+    tokens: list[np.ndarray] = field(default_factory=list)  # per step: [K] token each row chose
+    attention: list[np.ndarray] = field(default_factory=list)  # per step: [K, source_length]
+    finished: list[Hypothesis] = field(default_factory=list)
+    result: Hypothesis | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.tokens)
+
+    def history(self, beam: int) -> tuple[list[int], list[np.ndarray]]:
+        """Tokens and attention rows that led to live hypothesis `beam`, oldest first."""
+        ids, rows = [], []
+        for step in range(self.steps - 1, -1, -1):
+            ids.append(int(self.tokens[step][beam]))
+            rows.append(self.attention[step][beam])
+            beam = int(self.parents[step][beam])
+        return ids[::-1], rows[::-1]
+
+    def finish(self, beam: int, token: int | None, weights: np.ndarray, score: float, length_penalty: float) -> None:
+        """Set aside live hypothesis `beam` extended by `token` (None: by [EOS]) as finished."""
+        ids, rows = self.history(beam)
+        rows.append(weights)
+        if token is not None:
+            ids.append(token)
+        attention = np.stack(rows)[: len(ids)] if ids else np.zeros((0, self.source_length), dtype=np.float32)
+        self.finished.append(Hypothesis(ids, attention, score, _normalise(score, len(ids) + 1, length_penalty)))
+
+
+class BeamBatch:
+    """Beam searches for many sentences advancing together: each step is ONE decoder-step run
+    for every live hypothesis of every sentence. Sentences can join between steps (`add`),
+    with their own beam size and max_length, and leave as soon as they are done, so a long
+    sentence never holds up a short one and a new request need not wait for a running search.
+
+    `encoder` and `step` are ONNX Runtime sessions (or anything with the same `run`). A
+    sentence's result does not depend on the company it kept: padding the memory to the
+    batch's longest source is masked out of the attention.
+    """
+
+    def __init__(self, encoder, step, codec: SubwordCodec, length_penalty: float = 1.0):
+        self.encoder, self.step_graph, self.codec = encoder, step, codec
+        self.length_penalty = length_penalty
+        self.searches: list[BeamSearch] = []  # in row order
+        self.rows: dict[str, np.ndarray] = {}  # the decoder-step inputs of every live row
+
+    def __len__(self) -> int:
+        return len(self.searches)
+
+    def add(self, sources: list[list[int]], beam_size: int, max_length: int) -> list[BeamSearch]:
+        """Encode the sources (one encoder run) and add their searches; returns them in order."""
+        ids, lengths = self.codec.pad(sources)
+        memory, keys, h, c = self.encoder.run(None, {"source_ids": ids, "source_lengths": lengths})
+        mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        # K rows per sentence; only the first is live at the start, so the K beams do not begin
+        # as K copies of the same hypothesis.
+        scores = np.full(beam_size, -np.inf)
+        scores[0] = 0.0
+        searches = [BeamSearch(beam_size, max_length, int(n), scores.copy()) for n in lengths.tolist()]
+        new = {"memory": memory, "keys": keys, "source_mask": mask, "h": h, "c": c,
+               "previous_token": np.full(len(sources), self.codec.bos_id, dtype=np.int64)}
+        new = {name: np.repeat(x, beam_size, axis=0) for name, x in new.items()}
+        self._append_rows(new)
+        self.searches += searches
+        return searches
+
+    def _append_rows(self, new: dict[str, np.ndarray]) -> None:
+        if not self.rows:
+            self.rows = new
+            return
+        width = max(self.rows["memory"].shape[1], new["memory"].shape[1])
+        for name in self.rows:
+            old, extra = self.rows[name], new[name]
+            if name in SOURCE_AXIS_INPUTS:  # pad to the longest source (zeros: masked out)
+                old, extra = (np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+                              for x in (old, extra))
+            self.rows[name] = np.concatenate([old, extra])
+
+    def step(self) -> list[BeamSearch]:
+        """Advance every search by one token; returns the searches that finished (their
+        `result` set), which have left the batch."""
+        log_probs, h, c, weights = self.step_graph.run(None, self.rows)
+        vocab = log_probs.shape[-1]
+        offsets = np.cumsum([0] + [s.beam_size for s in self.searches])
+        parent_rows = np.zeros(len(log_probs), dtype=np.int64)
+        next_tokens = np.full(len(log_probs), self.codec.eos_id, dtype=np.int64)
+        done: list[BeamSearch] = []
+
+        groups: dict[int, list[int]] = {}
+        for index, search in enumerate(self.searches):
+            groups.setdefault(search.beam_size, []).append(index)
+        for k, members in groups.items():  # the same K: one vectorised ranking for all of them
+            rows = (offsets[members][:, None] + np.arange(k)).reshape(-1)
+            scores = np.stack([self.searches[i].scores for i in members])
+            candidates = (scores[:, :, None] + log_probs[rows].reshape(len(members), k, vocab)).reshape(len(members), -1)
+            # 2K candidates always leave K that do not end here.
+            if candidates.shape[1] > 2 * k:
+                top = np.argpartition(-candidates, 2 * k, axis=1)[:, : 2 * k]
+            else:
+                top = np.tile(np.arange(candidates.shape[1]), (len(members), 1))
+            order = np.take_along_axis(candidates, top, axis=1).argsort(axis=1)[:, ::-1]
+            top = np.take_along_axis(top, order, axis=1)
+            for member, index in enumerate(members):
+                search, first = self.searches[index], offsets[index]
+                step_weights = weights[first : first + k, : search.source_length]
+                beams, tokens, scores_next = self._choose(search, candidates[member], top[member], vocab, step_weights)
+                if len(search.finished) >= k or not beams:
+                    search.result = max(search.finished, key=lambda hyp: hyp.normalised)
+                    done.append(search)
+                    continue
+                beams += [beams[0]] * (k - len(beams))  # unfilled rows: dead copies (score -inf)
+                tokens += [self.codec.eos_id] * (k - len(tokens))
+                scores_next += [-np.inf] * (k - len(scores_next))
+                search.parents.append(np.array(beams))
+                search.tokens.append(np.array(tokens))
+                search.attention.append(step_weights[beams])
+                search.scores = np.array(scores_next)
+                parent_rows[first : first + k] = first + np.array(beams)
+                next_tokens[first : first + k] = tokens
+
+        self.rows["h"], self.rows["c"] = h[parent_rows], c[parent_rows]
+        self.rows["previous_token"] = next_tokens
+        if done:
+            self._keep([s.result is None for s in self.searches])
+        return done
+
+    def discard(self, searches: list[BeamSearch]) -> None:
+        """Take unfinished searches out of the batch (their requests went away)."""
+        leaving = {id(s) for s in searches}
+        self._keep([id(s) not in leaving for s in self.searches])
+
+    def _keep(self, keep: list[bool]) -> None:
+        if all(keep):
+            return
+        rows = np.repeat(keep, [s.beam_size for s in self.searches])
+        self.searches = [s for s, kept in zip(self.searches, keep) if kept]
+        if not self.searches:
+            self.rows = {}
+            return
+        self.rows = {name: x[rows] for name, x in self.rows.items()}
+        width = max(s.source_length for s in self.searches)  # the longest source may have left:
+        for name in SOURCE_AXIS_INPUTS:                       # cut the padding it needed
+            self.rows[name] = self.rows[name][:, :width]
+
+    def _choose(self, search: BeamSearch, candidates: np.ndarray, top: np.ndarray, vocab: int,
+                step_weights: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+        """From the best 2K extensions, in order: an end within the top K is a finished
+        translation (as is a cut at max_length); the first K others live on."""
+        k, last = search.beam_size, search.steps == search.max_length - 1
+        beams, tokens, scores = [], [], []
+        for rank, flat in enumerate(top.tolist()):
+            score = float(candidates[flat])
+            if not np.isfinite(score):
+                break
+            beam, token = divmod(flat, vocab)
+            if token == self.codec.eos_id or last:
+                if rank < k:
+                    search.finish(beam, None if token == self.codec.eos_id else token, step_weights[beam], score,
+                                  self.length_penalty)
+                continue
+            beams.append(beam)
+            tokens.append(token)
+            scores.append(score)
+            if len(beams) == k:
+                break
+        return beams, tokens, scores
+
+
 def beam_search(encoder, step, codec: SubwordCodec, sources: list[list[int]], beam_size: int = 4,
                 max_length: int = 100, length_penalty: float = 1.0) -> list[Hypothesis]:
-    """Translate source id lists in one batch; returns the best hypothesis of each.
-
-    `encoder` and `step` are ONNX Runtime sessions (or anything with the same `run`). The
-    batch shrinks as sentences finish, so one long sentence does not make the others pay.
-    """
-    ids, lengths = codec.pad(sources)
-    memory, keys, h, c = encoder.run(None, {"source_ids": ids, "source_lengths": lengths})
-    mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-    batch, k = len(sources), beam_size
-
-    def expand(x: np.ndarray) -> np.ndarray:  # [B, ...] -> [B*K, ...], K copies per sentence
-        return np.repeat(x, k, axis=0)
-
-    memory, keys, h, c, mask = (expand(x) for x in (memory, keys, h, c, mask))
-    # Only the first copy of each beam is live at the start, so the K beams do not begin as
-    # K copies of the same hypothesis.
-    scores = np.full((batch, k), -np.inf)
-    scores[:, 0] = 0.0
-    tokens = np.zeros((batch, k, 0), dtype=np.int64)
-    attention = np.zeros((batch, k, 0, ids.shape[1]), dtype=np.float32)
-    previous = np.full(batch * k, codec.bos_id, dtype=np.int64)
-    alive = np.arange(batch)  # which sentences the rows belong to, K rows each
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    results: list[Hypothesis | None] = [None] * batch
-
-    for t in range(max_length):
-        log_probs, h, c, weights = step.run(None, {"previous_token": previous, "h": h, "c": c, "memory": memory,
-                                                   "keys": keys, "source_mask": mask})
-        vocab = log_probs.shape[-1]
-        candidates = (scores[:, :, None] + log_probs.reshape(len(alive), k, vocab)).reshape(len(alive), -1)
-        # 2K candidates always leave K that do not end here.
-        top = np.argpartition(-candidates, 2 * k, axis=1)[:, : 2 * k] if candidates.shape[1] > 2 * k \
-            else np.tile(np.arange(candidates.shape[1]), (len(alive), 1))
-        order = np.take_along_axis(candidates, top, axis=1).argsort(axis=1)[:, ::-1]
-        top = np.take_along_axis(top, order, axis=1)
-
-        next_beam = np.zeros((len(alive), k), dtype=np.int64)
-        next_token = np.full((len(alive), k), codec.eos_id, dtype=np.int64)
-        next_score = np.full((len(alive), k), -np.inf)
-        keep = np.ones(len(alive), dtype=bool)
-        step_weights = weights.reshape(len(alive), k, -1)
-        for row, sentence in enumerate(alive):
-            filled = 0
-            for rank, flat in enumerate(top[row]):
-                score = candidates[row, flat]
-                if not np.isfinite(score):
-                    break
-                beam, token = divmod(int(flat), vocab)
-                if token == codec.eos_id or t == max_length - 1:
-                    # An end within the top K is a finished translation; a cut at max_length too.
-                    if rank < k:
-                        body = tokens[row, beam].tolist() + ([] if token == codec.eos_id else [token])
-                        rows = np.concatenate([attention[row, beam], step_weights[row, beam][None]])[: len(body)]
-                        finished[sentence].append(Hypothesis(body, rows, float(score),
-                                                             _normalise(float(score), len(body) + 1, length_penalty)))
-                    continue
-                next_beam[row, filled], next_token[row, filled], next_score[row, filled] = beam, token, score
-                filled += 1
-                if filled == k:
-                    break
-            if len(finished[sentence]) >= k or filled == 0:
-                results[sentence] = max(finished[sentence], key=lambda hyp: hyp.normalised)
-                keep[row] = False
-
-        # Follow each surviving hypothesis back to its parent beam.
-        parent = (np.arange(len(alive))[:, None] * k + next_beam).reshape(-1)
-        tokens = np.concatenate([np.take_along_axis(tokens, next_beam[:, :, None], axis=1), next_token[:, :, None]], 2)
-        attention = np.concatenate([
-            np.take_along_axis(attention, next_beam[:, :, None, None], axis=1),
-            step_weights[np.arange(len(alive))[:, None], next_beam][:, :, None, :]], axis=2)
-        h, c, scores, previous = h[parent], c[parent], next_score, next_token.reshape(-1)
-        if not keep.all():
-            rows_kept = np.repeat(keep, k)
-            alive, tokens, attention, scores = alive[keep], tokens[keep], attention[keep], scores[keep]
-            memory, keys, mask, h, c, previous = (x[rows_kept] for x in (memory, keys, mask, h, c, previous))
-        if len(alive) == 0:
-            break
-
-    for sentence in range(batch):
-        if results[sentence] is None:  # max_length reached with fewer than K finished
-            results[sentence] = max(finished[sentence], key=lambda hyp: hyp.normalised)
-    return [_trim(hyp, n) for hyp, n in zip(results, lengths.tolist())]
-
-
-def _trim(hypothesis: Hypothesis, source_length: int) -> Hypothesis:
-    hypothesis.attention = hypothesis.attention[:, :source_length]
-    return hypothesis
+    """Translate source id lists together; returns the best hypothesis of each (with
+    beam_size 1 this is greedy decoding)."""
+    batch = BeamBatch(encoder, step, codec, length_penalty)
+    searches = batch.add(sources, beam_size, max_length)
+    while batch:
+        batch.step()
+    return [search.result for search in searches]
 
 
 @dataclass

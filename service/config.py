@@ -12,7 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
+    # An empty variable (compose passes `${X:-}` through) means "use the default".
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore", env_ignore_empty=True)
 
     models_dir: Path = Field(REPO_ROOT / "models", description="holds <task>/<version>/manifest.json")
     device: Literal["auto", "cuda", "cpu"] = Field(
@@ -26,10 +27,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    # Micro-batching: a batch runs when it is full or when its first item has waited max_wait_ms.
-    max_batch_size: int = Field(32, ge=1, le=1024)
-    max_wait_ms: float = Field(5.0, ge=0)
-    max_queue_size: int = Field(512, ge=1, description="items waiting per model; beyond it: 503")
+    # Batching, per task (defaults chosen with `python -m benchmarks.tuning` on a 2-core CPU).
+    # Sentiment is micro-batched: a batch runs when it is full or its first item has waited.
+    sentiment_max_batch_size: int = Field(32, ge=1, le=1024, description="texts per classifier run")
+    sentiment_max_wait_ms: float = Field(5.0, ge=0, description="how long a batch's first text waits for company")
+    # Generation and translation are batched continuously: requests join a running batch
+    # between hops of a few steps and leave when done.
+    music_max_active: int = Field(64, ge=1, le=1024, description="streams advanced by one step-graph run")
+    music_steps_per_hop: int = Field(4, ge=1, le=64, description="steps between admissions of new streams")
+    translate_max_active: int = Field(64, ge=1, le=1024, description="sentences (each with its beams) per decoder step")
+    translate_steps_per_hop: int = Field(1, ge=1, le=64, description="decoder steps between admissions")
+    max_queue_size: int = Field(512, ge=1, description="items in progress or waiting per model; beyond it: 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")

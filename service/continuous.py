@@ -1,24 +1,28 @@
-"""Continuous batching for generation: every in-flight stream advances together.
+"""Continuous batching: every in-flight request advances together, one graph run per step.
 
-One worker owns the active set: per hop it admits the streams that arrived (their prompts
-read in one prompt-graph run per distinct prompt), then runs `steps_per_hop` steps, each ONE
-step-graph run for all active rows, sampling each row with its own seeded generator and
-settings. A stream leaves the set as soon as it has its characters (or its client went
-away); it never waits for the others. An LSTM's state is a fixed-size row per stream, so
-joining and leaving is appending and deleting rows.
+`StepLoop` is the worker both generation and translation use: it owns the active set, and
+per hop admits the requests that arrived, runs a few steps for everyone (in a thread, so the
+event loop stays free) and hands out what is ready. A request leaves the set as soon as it
+is done (or its client went away); it never waits for the others. A hop that fails fails the
+requests in it, and the loop lives on.
 
-Each row's arithmetic does not depend on the other rows, so a stream's output depends on its
-seed and settings only, not on who else was generating.
+`ContinuousGenerator` (music): each step is ONE step-graph run for all active rows, each row
+sampled with its own seeded generator and settings. An LSTM's state is a fixed-size row per
+stream, so joining and leaving is appending and deleting rows. Each row's arithmetic does not
+depend on the other rows, so a stream's output depends on its seed and settings only, not on
+who else was generating.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -26,6 +30,93 @@ from seqserve.generation import GenerationState, sample_ids
 from service.batching import QueueFull, cancel_worker
 from service.metrics import Metrics
 from service.step_state import StepState
+
+Request = TypeVar("Request")
+
+
+class StepLoop(ABC, Generic[Request]):
+    """Admission, the worker task and its thread. At most `max_requests` are in flight (more
+    get QueueFull at once); at most `max_active` are in the batch, the rest wait their turn in
+    arrival order. Subclasses say what a hop does and how results reach their requests."""
+
+    def __init__(self, name: str, metrics: Metrics, max_requests: int, max_active: int):
+        self.name = name
+        self.metrics = metrics
+        self.max_requests = max_requests
+        self.max_active = max_active
+        self._waiting: list[Request] = []
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"steps-{name}")
+        self._worker: asyncio.Task | None = None
+
+    @property
+    @abstractmethod
+    def active(self) -> int:
+        """Requests in the batch now."""
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting) + self.active
+
+    @abstractmethod
+    def _gone(self, request: Request) -> bool:
+        """Whether the request's client went away (it need not be served)."""
+
+    @abstractmethod
+    def _hop(self, joining: list[Request]) -> Any:
+        """In the worker thread: add `joining` to the batch, run some steps, drop what is
+        done or gone, and return what to hand out."""
+
+    @abstractmethod
+    def _hand_out(self, results: Any) -> None:
+        """On the event loop: give each request what the hop produced for it."""
+
+    @abstractmethod
+    def _fail_all(self, joining: list[Request], error: Exception) -> None:
+        """On the event loop: fail `joining` and every active request, and empty the batch."""
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"steps-{self.name}")
+
+    async def stop(self) -> None:
+        await cancel_worker(self._worker)
+        self._worker = None
+        self._executor.shutdown(wait=True)  # a hop still running in the thread ends first
+        waiting, self._waiting = self._waiting, []
+        self._fail_all(waiting, QueueFull(f"{self.name} is shutting down"))
+
+    def _admit(self, requests: list[Request]) -> None:
+        """Queue requests for a coming hop, all or none."""
+        if self._worker is None:
+            raise QueueFull(f"{self.name} is not running")
+        if self.in_flight + len(requests) > self.max_requests:
+            self.metrics.rejected.labels(self.name).inc(len(requests))
+            raise QueueFull(f"{self.name}: {self.in_flight} requests in progress")
+        self._waiting += requests
+        self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._waiting = [r for r in self._waiting if not self._gone(r)]
+            if not self.in_flight:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            room = max(self.max_active - self.active, 0)
+            joining, self._waiting = self._waiting[:room], self._waiting[room:]
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._hop, joining)
+            except Exception as error:  # a failing hop fails the requests in it; the worker lives on
+                self._fail_all(joining, error)
+                continue
+            finally:
+                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
+            self._hand_out(results)
+            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
 
 
 @dataclass(eq=False)
@@ -40,53 +131,30 @@ class Stream:
     cancelled: bool = False
 
 
-class ContinuousGenerator:
+class ContinuousGenerator(StepLoop[Stream]):
     def __init__(self, name: str, read_prompts: Callable[[str, int], GenerationState], state: StepState,
                  decode: Callable[[list[int]], str], metrics: Metrics, max_streams: int,
-                 chunk_chars: int = 32, steps_per_hop: int = 4):
-        self.name = name
+                 max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4):
+        super().__init__(name, metrics, max_streams, max_active)
         self.read_prompts = read_prompts  # (prompt, copies) -> state of `copies` rows
         self.state = state  # the active rows' state, on the step graph's device
         self.decode = decode
-        self.metrics = metrics
-        self.max_streams = max_streams
         self.chunk_chars = chunk_chars
         self.steps_per_hop = steps_per_hop
-        self._joining: list[Stream] = []
         self._active: list[Stream] = []
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{name}")
-        self._worker: asyncio.Task | None = None
 
     @property
-    def streams(self) -> int:
-        return len(self._joining) + len(self._active)
+    def active(self) -> int:
+        return len(self._active)
 
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"generator-{self.name}")
-
-    async def stop(self) -> None:
-        await cancel_worker(self._worker)
-        self._worker = None
-        for stream in self._joining + self._active:
-            stream.chunks.put_nowait(QueueFull(f"{self.name} is shutting down"))
-        self._joining, self._active = [], []
-        self.state.keep(np.arange(0))
-        self._executor.shutdown(wait=True)
+    def _gone(self, stream: Stream) -> bool:
+        return stream.cancelled
 
     def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
                seed: int) -> AsyncIterator[str]:
         """Admit a stream now (or refuse with QueueFull) and return its chunks."""
-        if self._worker is None:
-            raise QueueFull(f"{self.name} is not running")
-        if self.streams >= self.max_streams:
-            self.metrics.rejected.labels(self.name).inc()
-            raise QueueFull(f"{self.name}: {self.streams} generations in progress")
         stream = Stream(prompt, max_length, temperature, top_k, np.random.default_rng(seed))
-        self._joining.append(stream)
-        self.metrics.queue_depth.labels(self.name).set(self.streams)
-        self._wake.set()
+        self._admit([stream])
         return self._chunks(stream)
 
     async def _chunks(self, stream: Stream) -> AsyncIterator[str]:
@@ -101,34 +169,22 @@ class ContinuousGenerator:
         finally:
             stream.cancelled = True  # a client that went away leaves the batch at the next hop
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._joining and not self._active:
-                self._wake.clear()
-                await self._wake.wait()
-            joining, self._joining = self._joining, []
-            started = time.perf_counter()
-            try:
-                finished = await loop.run_in_executor(self._executor, self._hop, joining)
-            except Exception as error:  # a failing hop fails the streams in it; the worker lives on
-                for stream in joining + self._active:
-                    stream.chunks.put_nowait(error)
-                self._active = []
-                self.state.keep(np.arange(0))
-                continue
-            finally:
-                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
-            for stream, text, done in finished:
-                if text:
-                    stream.chunks.put_nowait(text)
-                if done:
-                    stream.chunks.put_nowait(None)
-            self.metrics.queue_depth.labels(self.name).set(self.streams)
+    def _hand_out(self, results: list[tuple[Stream, str, bool]]) -> None:
+        for stream, text, done in results:
+            if text:
+                stream.chunks.put_nowait(text)
+            if done:
+                stream.chunks.put_nowait(None)
+
+    def _fail_all(self, joining: list[Stream], error: Exception) -> None:
+        for stream in joining + self._active:
+            stream.chunks.put_nowait(error)
+        self._active = []
+        self.state.keep(np.arange(0))
 
     def _hop(self, joining: list[Stream]) -> list[tuple[Stream, str, bool]]:
         """In the worker thread: admit, step, and return (stream, text, done) to hand out."""
-        self._admit([s for s in joining if not s.cancelled])
+        self._join(joining)
         self._drop([i for i, s in enumerate(self._active) if s.cancelled])
         for _ in range(self.steps_per_hop):
             if not self._active:
@@ -147,7 +203,7 @@ class ContinuousGenerator:
         self._drop(done_rows)
         return out
 
-    def _admit(self, streams: list[Stream]) -> None:
+    def _join(self, streams: list[Stream]) -> None:
         by_prompt: dict[str, list[Stream]] = defaultdict(list)
         for stream in streams:
             by_prompt[stream.prompt].append(stream)

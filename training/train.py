@@ -3,6 +3,7 @@ validation (`best.pt`, for export); writes `training.json` with the history and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import random
@@ -310,6 +311,8 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
 
     splits = music_data.load_splits()
     train_tunes = subsample(splits["train"], settings["train_tunes"], settings["seed"])
+    if settings.get("only_tunes_passing_check"):
+        train_tunes = tunes_passing_check(train_tunes, run_dir / "train_tunes_passing_check.json")
     validation_tunes = subsample(splits["validation"], settings["validation_tunes"], settings["seed"])
     vocabulary_path = run_dir / "vocabulary.json"
     if resume and vocabulary_path.is_file():
@@ -327,7 +330,9 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
     state = resume_state(last_path, model, optimizer, device_) if resume else new_state()
 
     batch, window = settings["batch_size"], settings["sequence_length"]
-    while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
+    budget = settings.get("max_seconds", 0)
+    while (state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]
+           and not (budget and state["seconds"] >= budget)):
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         model.train()
@@ -367,14 +372,34 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
                         "epoch": epoch, "validation": record["validation"]}, best_path)
         else:
             state["bad_epochs"] += 1
+            for group in optimizer.param_groups:  # a plateau: smaller steps (kept in the optimizer's state)
+                group["lr"] *= settings.get("lr_decay", 1.0)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                     "rng": {"torch": torch.get_rng_state()}}, last_path)
         tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}, validation loss "
-                   f"{validation_loss:.4f} nats/char" + (" (best)" if improved else f" (no gain for {state['bad_epochs']})"))
+                   f"{validation_loss:.4f} nats/char" + (" (best)" if improved else f" (no gain for {state['bad_epochs']}; "
+                                                         f"lr -> {optimizer.param_groups[0]['lr']:.2g})"))
         write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=False)
 
     summary = write_summary(run_dir, state, settings, device_, len(train_tunes), len(validation_tunes), finished=True)
     return {k: v for k, v in summary.items() if k != "history"}
+
+
+def tunes_passing_check(tunes: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+    """The tunes whose bars add up by the strict check (the model should not learn bars that
+    don't). music21 takes minutes over the whole split, so the verdicts are kept in the run dir."""
+    from seqserve.abc import check_tune
+
+    digest = hashlib.sha256("\0".join(t["abc"] for t in tunes).encode()).hexdigest()
+    if cache.is_file() and (saved := json.loads(cache.read_text()))["tunes_sha256"] == digest:
+        passing = saved["passing"]
+    else:
+        passing = [check_tune(t["abc"]).valid for t in tqdm(tunes, desc="checking training tunes", mininterval=10)]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"tunes_sha256": digest, "passing": passing}))
+    kept = [t for t, ok in zip(tunes, passing) if ok]
+    tqdm.write(f"training on the {len(kept)} of {len(tunes)} tunes that pass the strict check")
+    return kept
 
 
 def smoothed_nll(log_probs: torch.Tensor, targets: torch.Tensor, pad_id: int, smoothing: float) -> torch.Tensor:

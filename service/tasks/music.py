@@ -35,14 +35,15 @@ class MusicModel(ServedModel):
         state = StepState(self.step_graph, "cuda" if on_cuda else "cpu", self.settings.cuda_device_id)
         self.generator = ContinuousGenerator(self.name, self.read_prompts, state, self.vocabulary.decode,
                                              self.metrics, max_streams=self.settings.max_queue_size,
-                                             chunk_chars=CHUNK_CHARS)
+                                             max_active=self.settings.music_max_active, chunk_chars=CHUNK_CHARS,
+                                             steps_per_hop=self.settings.music_steps_per_hop)
         self.generator.start()
 
     async def warm_up(self) -> None:
-        """Every batch size the step graph will see up to max_batch_size, and a prompt read."""
+        """A prompt read, a full batch's step, and one stream through the generator."""
         await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
-        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.max_batch_size)
-        ids = np.zeros((self.settings.max_batch_size, 1), dtype=np.int64)
+        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.music_max_active)
+        ids = np.zeros((self.settings.music_max_active, 1), dtype=np.int64)
         await asyncio.to_thread(self.step_graph.run, None, {"token": ids, "h": state.h, "c": state.c})
         async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0):
             pass

@@ -44,14 +44,14 @@ class SentimentModel(ServedModel):
 
     async def start(self) -> None:
         s = self.settings
-        self.batcher = MicroBatcher(self.name, self.predict_batch, self.metrics, s.max_batch_size,
-                                    s.max_wait_ms / 1000, s.max_queue_size)
+        self.batcher = MicroBatcher(self.name, self.predict_batch, self.metrics, s.sentiment_max_batch_size,
+                                    s.sentiment_max_wait_ms / 1000, s.max_queue_size)
         self.batcher.start()
 
     async def warm_up(self) -> None:
         longest = " ".join(["good"] * self.encoder.truncation.max_tokens)
         await asyncio.to_thread(self.predict_batch, ["fine"])
-        await asyncio.to_thread(self.predict_batch, [longest] * self.settings.max_batch_size)
+        await asyncio.to_thread(self.predict_batch, [longest] * self.settings.sentiment_max_batch_size)
 
     async def classify(self, texts: list[str]) -> list[SentimentPrediction]:
         self.require_ready()

@@ -1,26 +1,102 @@
-"""Translation task: texts -> batcher -> (tokenize, encoder graph, beam search over the
-decoder-step graph) -> translations with their tokens and attention.
+"""Translation task: texts -> continuous beam-search batch (encoder graph once per joining
+sentence, then ONE decoder-step run per step for every live hypothesis of every sentence)
+-> translations with their tokens and attention.
 
-Concurrent requests share one beam search when they ask for the same beam size and
-max_length; the batcher groups a batch's jobs by those settings.
+A sentence joins the running batch at the next step, with its request's beam size and
+max_length, and leaves as soon as its search ends, so a request never waits for another's
+search to finish. A request with several texts is answered when all of them are done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from seqserve.translation import SubwordCodec, Translation, beam_search, describe, prepare_source
-from service.batching import MicroBatcher
+from seqserve.translation import BeamBatch, BeamSearch, Source, SubwordCodec, Translation, describe, prepare_source
+from service.continuous import StepLoop
+from service.metrics import Metrics
+from service.request_log import note
 from service.tasks.base import ServedModel
 
 
-@dataclass(frozen=True)
-class TranslationJob:
-    text: str
+@dataclass(eq=False)
+class SentenceJob:
+    source: Source
     beam_size: int
     max_length: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+    search: BeamSearch | None = None
+    batch_size: int = 0  # most sentences it shared a decoder step with (for the access log)
+
+
+class ContinuousTranslator(StepLoop[SentenceJob]):
+    def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: Metrics, max_requests: int,
+                 max_active: int, steps_per_hop: int = 1):
+        super().__init__(name, metrics, max_requests, max_active)
+        self.batch, self.codec, self.steps_per_hop = batch, codec, steps_per_hop
+        self._active: list[SentenceJob] = []
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def _gone(self, job: SentenceJob) -> bool:
+        return job.future.done()  # cancelled: the request went away
+
+    async def translate(self, sources: list[Source], beam_size: int, max_length: int) -> list[Translation]:
+        """Admit all sentences or none (QueueFull), then await each translation."""
+        loop = asyncio.get_running_loop()
+        jobs = [SentenceJob(source, beam_size, max_length, loop.create_future()) for source in sources]
+        self._admit(jobs)
+        try:
+            results = list(await asyncio.gather(*(job.future for job in jobs)))
+            note(batch_size=max(job.batch_size for job in jobs))
+            return results
+        finally:
+            for job in jobs:  # if the caller went away, its sentences leave the batch at the next hop
+                job.future.cancel()
+
+    def _hop(self, joining: list[SentenceJob]) -> list[tuple[SentenceJob, Translation]]:
+        gone = [job for job in self._active if self._gone(job)]
+        if gone:
+            self.batch.discard([job.search for job in gone])
+            self._active = [job for job in self._active if not self._gone(job)]
+        groups: dict[tuple[int, int], list[SentenceJob]] = defaultdict(list)
+        for job in joining:
+            groups[(job.beam_size, job.max_length)].append(job)
+        now = time.perf_counter()
+        for (beam_size, max_length), jobs in groups.items():  # one encoder run per group
+            for job, search in zip(jobs, self.batch.add([job.source.ids for job in jobs], beam_size, max_length)):
+                job.search = search
+                self.metrics.queue_wait_seconds.labels(self.name).observe(now - job.enqueued)
+            self._active += jobs
+        finished: set[int] = set()
+        busiest = len(self.batch)
+        for _ in range(self.steps_per_hop):
+            if not self.batch:
+                break
+            self.metrics.batch_size.labels(self.name).observe(len(self.batch))
+            finished |= {id(search) for search in self.batch.step()}
+        for job in self._active:
+            job.batch_size = max(job.batch_size, busiest)
+        done = [job for job in self._active if id(job.search) in finished]
+        self._active = [job for job in self._active if id(job.search) not in finished]
+        return [(job, describe(self.codec, job.source, job.search.result)) for job in done]
+
+    def _hand_out(self, results: list[tuple[SentenceJob, Translation]]) -> None:
+        for job, translation in results:
+            if not job.future.done():
+                job.future.set_result(translation)
+
+    def _fail_all(self, joining: list[SentenceJob], error: Exception) -> None:
+        for job in joining + self._active:
+            if not job.future.done():
+                job.future.set_exception(error)
+        self._active = []
+        self.batch.discard(list(self.batch.searches))
 
 
 class TranslateModel(ServedModel):
@@ -29,41 +105,27 @@ class TranslateModel(ServedModel):
     def prepare(self) -> None:
         pre = self.manifest.preprocessing
         self.codec = SubwordCodec.from_file(self.model_dir / pre["tokenizer"], pre["max_source_tokens"])
-        self.encoder, self.step = self.sessions["encoder"], self.sessions["decoder_step"]
-        self.batcher: MicroBatcher[TranslationJob, Translation] | None = None
-
-    def translate_batch(self, jobs: list[TranslationJob]) -> list[Translation]:
-        """Runs in the batcher's thread: one beam search per (beam size, max_length) group."""
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, job in enumerate(jobs):
-            groups[(job.beam_size, job.max_length)].append(index)
-        results: list[Translation | None] = [None] * len(jobs)
-        for (beam_size, max_length), members in groups.items():
-            sources = [prepare_source(self.codec, jobs[i].text) for i in members]
-            hypotheses = beam_search(self.encoder, self.step, self.codec, [s.ids for s in sources], beam_size,
-                                     max_length)
-            for i, source, hypothesis in zip(members, sources, hypotheses):
-                results[i] = describe(self.codec, source, hypothesis)
-        return results
+        self.translator: ContinuousTranslator | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.batcher = MicroBatcher(self.name, self.translate_batch, self.metrics, s.max_batch_size,
-                                    s.max_wait_ms / 1000, s.max_queue_size)
-        self.batcher.start()
+        batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
+        self.translator = ContinuousTranslator(self.name, batch, self.codec, self.metrics, s.max_queue_size,
+                                               s.translate_max_active, s.translate_steps_per_hop)
+        self.translator.start()
 
     async def warm_up(self) -> None:
-        await asyncio.to_thread(self.translate_batch, [TranslationJob("Hello.", 1, 8)])
-        await asyncio.to_thread(self.translate_batch, [TranslationJob("I think we should go home now.", 4, 16)]
-                                * self.settings.max_batch_size)
+        """One sentence alone, then a full batch of beam-4 searches."""
+        await self.translator.translate([prepare_source(self.codec, "Hello.")], 1, 8)
+        full = [prepare_source(self.codec, "I think we should go home now.")] * self.settings.translate_max_active
+        await self.translator.translate(full, 4, 16)
 
     async def translate(self, texts: list[str], beam_size: int, max_length: int) -> list[Translation]:
         self.require_ready()
-        return await self.batcher.submit_many([TranslationJob(t, beam_size, max_length) for t in texts])
+        return await self.translator.translate([prepare_source(self.codec, t) for t in texts], beam_size, max_length)
 
     async def close(self) -> None:
-        if getattr(self, "batcher", None) is not None:
-            await self.batcher.stop()
+        if getattr(self, "translator", None) is not None:
+            await self.translator.stop()
         self.ready = False
         self.metrics.model_ready.labels(self.name).set(0)
-

@@ -1,6 +1,6 @@
 """Beam search over the committed translation graphs: its bookkeeping (scores, attention,
 parents) agrees with re-scoring the answer token by token, and no sentence depends on the
-others in its batch."""
+others in its batch, nor on when it joined a running batch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from seqserve.manifest import Manifest, newest_version_dir
-from seqserve.translation import SubwordCodec, beam_search
+from seqserve.translation import BeamBatch, SubwordCodec, beam_search
 
 SENTENCES = ["I have never been to Spain.", "Where is the station?", "Tom bought three books yesterday.",
              "It's raining.", "Hello!", "She told me that she would come back before nine o'clock tonight."]
@@ -68,3 +68,27 @@ def test_max_length_cuts_the_output(graphs):
     for beam_size in (1, 3):
         hypothesis = beam_search(encoder, step, codec, codec.source_ids([SENTENCES[-1]]), beam_size, max_length=3)[0]
         assert len(hypothesis.ids) == 3 and hypothesis.attention.shape[0] == 3
+
+
+def test_sentences_joining_a_running_batch_get_what_they_get_alone(graphs):
+    """Continuous batching: sentences join mid-search with their own beam size and
+    max_length, and leave when done; each answer equals its search run alone."""
+    encoder, step, codec = graphs
+    sources = codec.source_ids(SENTENCES)
+    settings = [(4, 40), (1, 40), (8, 12), (2, 40), (4, 5), (3, 40)]
+    batch = BeamBatch(encoder, step, codec)
+    searches, widths = [], set()
+    for source, (beam_size, max_length) in zip(sources, settings):
+        searches += batch.add([source], beam_size, max_length)
+        for _ in range(2):  # two steps, then the next sentence joins
+            if batch:
+                batch.step()
+                widths.add(batch.rows["memory"].shape[1] if batch else 0)
+    while batch:
+        batch.step()
+    assert len(widths) > 2  # the padded source width followed who was in the batch
+    for source, (beam_size, max_length), search in zip(sources, settings, searches):
+        alone = beam_search(encoder, step, codec, [source], beam_size, max_length)[0]
+        assert search.result.ids == alone.ids
+        assert search.result.score == pytest.approx(alone.score, abs=1e-4)
+        np.testing.assert_allclose(search.result.attention, alone.attention, atol=1e-5)

@@ -64,10 +64,10 @@ def test_a_stream_whose_client_leaves_is_dropped(client, music):
     async def run():
         stream = music.generate("X:1\n", max_length=5000, temperature=1.0, top_k=None, seed=1)
         await anext(stream)
-        assert music.generator.streams == 1
+        assert music.generator.in_flight == 1
         await stream.aclose()  # what the route does when the client disconnects
         for _ in range(100):
-            if music.generator.streams == 0:
+            if music.generator.in_flight == 0:
                 return True
             await asyncio.sleep(0.01)
         return False

@@ -112,10 +112,10 @@ def test_a_request_over_its_timeout_gets_503_json_and_its_work_is_dropped(models
             import asyncio
 
             for _ in range(100):
-                if music.generator.streams == 0:
+                if music.generator.in_flight == 0:
                     return 0
                 await asyncio.sleep(0.01)
-            return music.generator.streams
+            return music.generator.in_flight
 
         assert client.portal.call(streams_left) == 0
         streamed = client.post("/generate-music", json={"max_length": 5000, "seed": 1, "stream": True})
@@ -201,10 +201,10 @@ def test_a_client_that_disconnects_cancels_its_generation(client):
         await app(scope, receive, send)
         elapsed = asyncio.get_running_loop().time() - started
         for _ in range(100):
-            if music.generator.streams == 0:
+            if music.generator.in_flight == 0:
                 break
             await asyncio.sleep(0.01)
-        return elapsed, music.generator.streams, messages[0]["status"]
+        return elapsed, music.generator.in_flight, messages[0]["status"]
 
     elapsed, streams_left, status = client.portal.call(call_then_leave)
     assert elapsed < 2.0, "the request should end when its client leaves, not after 5,000 characters"

@@ -1,4 +1,4 @@
-"""POST /translate against the committed model."""
+"""POST /translate against the committed model, and its continuous batching of beam searches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
+
+from seqserve.translation import prepare_source
 
 
 def translate(client, **body):
@@ -122,3 +124,72 @@ def test_characters_never_seen_are_set_aside_and_put_back(client):
     assert "[UNK]" not in body["source_tokens"]
     leading = translate(client, text="🎉 Happy birthday!")["translation"]
     assert leading.startswith("🎉 ") and "cumpleaños" in leading
+
+
+LONG = "She told me that she would come back before nine o'clock tonight, but she did not come back until the next morning."
+
+
+@pytest.fixture(scope="module")
+def translator(client):
+    return client.app.state.registry.get("translate").translator
+
+
+def sources(client, *texts):
+    model = client.app.state.registry.get("translate")
+    return [prepare_source(model.codec, text) for text in texts]
+
+
+def test_a_request_joins_a_running_search_and_does_not_wait_for_it(client, translator):
+    """Continuous batching: a short request arriving mid-search is answered while the long
+    search is still running, and both get what they get alone."""
+    long_alone = translate(client, text=LONG, beam_size=8, max_length=100)["translation"]
+    short_alone = translate(client, text="Hello!", beam_size=1)["translation"]
+
+    async def run():
+        long = asyncio.create_task(translator.translate(sources(client, LONG), 8, 100))
+        while not translator.batch.searches or translator.batch.searches[0].steps < 3:
+            await asyncio.sleep(0.001)
+        short = await translator.translate(sources(client, "Hello!"), 1, 100)
+        long_running = not long.done()
+        return short[0].translation, long_running, (await long)[0].translation
+
+    short, long_was_running, long = client.portal.call(run)
+    assert long_was_running, "the short request should not have waited for the long search"
+    assert (short, long) == (short_alone, long_alone)
+
+
+def test_a_cancelled_request_leaves_the_batch(client, translator):
+    async def run():
+        task = asyncio.create_task(translator.translate(sources(client, LONG, LONG), 8, 100))
+        while len(translator.batch) < 2:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        for _ in range(1000):
+            if translator.in_flight == 0 and not translator.batch:
+                return True
+            await asyncio.sleep(0.005)
+        return False
+
+    assert client.portal.call(run)
+
+
+def test_a_failing_step_fails_only_its_requests(client, translator):
+    graph = translator.batch.step_graph
+
+    class Failing:
+        def run(self, *args, **kwargs):
+            translator.batch.step_graph = graph  # fail once
+            raise RuntimeError("device lost")
+
+    async def run():
+        translator.batch.step_graph = Failing()
+        try:
+            await translator.translate(sources(client, "Hello!"), 1, 20)
+        except RuntimeError as error:
+            failed = str(error)
+        after = await translator.translate(sources(client, "Hello!"), 1, 20)
+        return failed, after[0].translation
+
+    failed, after = client.portal.call(run)
+    assert failed == "device lost"
+    assert after == translate(client, text="Hello!", beam_size=1)["translation"]
