@@ -78,19 +78,27 @@ def to_midi(tune: str) -> bytes:
         raise ValueError(f"music21 could not turn this ABC into MIDI: {type(error).__name__}: {error}") from error
 
 
-def _agreeing_bars(durations: list[Fraction], expected: list[Fraction]) -> tuple[int, int]:
-    """Count full bars and those whose length matches the metre. A short bar that ends a
-    repeated section and the short bar that starts the next (a pick-up) are counted as one
-    bar when together they make a full bar, which is how ABC writes anacruses."""
+@dataclass(frozen=True)
+class WrittenBar:
+    length: Fraction  # as written, in quarter notes
+    full: Fraction  # what M: asks for
+    ends_repeat: bool  # its closing bar line repeats back (`:|`)
+
+
+def _agreeing_bars(bars: list[WrittenBar], opening_pickup: Fraction) -> tuple[int, int]:
+    """Count full bars and those whose length matches the metre. ABC writes an anacrusis as
+    two short bars: one that ends a section and the pick-up that starts the next count as one
+    bar when together they make a full bar; so does a short bar that repeats back to the
+    tune's opening pick-up (a first ending, `|1 ... :|`) when the two make a full bar."""
     checked = agreeing = 0
     i = 0
-    while i < len(durations):
-        duration, full = durations[i], expected[i]
-        if duration < full and i + 1 < len(durations) and duration + durations[i + 1] == full:
+    while i < len(bars):
+        bar = bars[i]
+        if bar.length < bar.full and i + 1 < len(bars) and bar.length + bars[i + 1].length == bar.full:
             checked, agreeing, i = checked + 1, agreeing + 1, i + 2
             continue
         checked += 1
-        agreeing += int(duration == full)
+        agreeing += int(bar.length == bar.full or (bar.ends_repeat and bar.length + opening_pickup == bar.full))
         i += 1
     return checked, agreeing
 
@@ -105,16 +113,38 @@ def metre_quarter_length(metre: str) -> Fraction | None:
     return value * 4 if value > 0 else None
 
 
-def written_bar_lengths(tune: str) -> list[tuple[Fraction, Fraction]]:
-    """(written length, length M: asks for) of each bar as the bar lines divide the text, in
-    quarter notes: grace notes count nothing, tuplets and broken rhythms count as played.
-    music21's own measures cannot be used: it re-bars notes to fit the metre."""
+# Spellings music21's ABC reader mis-measures, rewritten before bars are measured (the tune
+# itself is unchanged): the fermata shorthand `H` makes it drop the note that follows; a
+# grace group right after a tuplet mark `(3{a}gfg` takes one of the tuplet's places; and the
+# double repeat `::` is not read as a bar line.
+_SKIPPED_OR_FERMATA = re.compile(r'"[^"\n]*"|![^!\n]*!|\[[A-Za-z]:[^\]\n]*\]|H(?=[\^_=]*[A-Ga-gz\[])')
+_TUPLET_THEN_GRACE = re.compile(r"(\(\d(?::\d*){0,2})(\{[^}]*\})")
+_DOUBLE_REPEAT = re.compile(r"(?<![|:]):(?::)+(?![|:])")
+
+
+def measurable(tune: str) -> str:
+    """The tune with those spellings rewritten: `!fermata!` for `H` (outside annotations,
+    decorations and inline fields), the grace group before the tuplet mark, `:|:` for `::`."""
+    lines = []
+    for line in tune.splitlines():
+        if not _FIELD.match(line):
+            line = _SKIPPED_OR_FERMATA.sub(lambda m: "!fermata!" if m.group(0) == "H" else m.group(0), line)
+            line = _TUPLET_THEN_GRACE.sub(r"\2\1", line)
+            line = _DOUBLE_REPEAT.sub(":|:", line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def written_bars(tune: str) -> list[WrittenBar]:
+    """Each bar as the bar lines divide the text, with its written length in quarter notes:
+    grace notes count nothing, tuplets and broken rhythms count as played. music21's own
+    measures cannot be used: it re-bars notes to fit the metre."""
     from music21.abcFormat import ABCChord, ABCHandler, ABCMetadata, ABCNote
 
     handler = ABCHandler()
-    handler.process(tune)
+    handler.process(measurable(tune))
     expected = metre_quarter_length(header_fields(tune).get("M", ""))
-    lengths = []
+    bars = []
     for bar in handler.splitByMeasure():
         total = Fraction(0)
         for token in bar.tokens:
@@ -126,8 +156,9 @@ def written_bar_lengths(tune: str) -> list[tuple[Fraction, Fraction]]:
                     length *= Fraction(token.activeTuplet.tupletMultiplier()).limit_denominator(256)
                 total += length
         if total and expected:
-            lengths.append((total, expected))
-    return lengths
+            closing = getattr(bar, "rightBarToken", None)
+            bars.append(WrittenBar(total, expected, closing is not None and ":" in closing.src))
+    return bars
 
 
 def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneCheck:
@@ -144,13 +175,13 @@ def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneC
         from music21 import converter  # heavy import, only where tunes are checked
 
         converter.parse(tune, format="abc")
-        bars = written_bar_lengths(tune)
+        bars = written_bars(tune)
     except Exception as error:  # music21 raises many types on malformed input
         return TuneCheck(False, title, (), False, 0, 0, f"parse: music21 failed with {type(error).__name__}: {error}")
     if len(bars) < 3:
         return TuneCheck(False, title, (), True, 0, 0, "bars: fewer than three")
-    inner = bars[1:-1]
-    full, agreeing = _agreeing_bars([b[0] for b in inner], [b[1] for b in inner])
+    opening_pickup = bars[0].length if bars[0].length < bars[0].full else Fraction(0)
+    full, agreeing = _agreeing_bars(bars[1:-1], opening_pickup)
     if agreeing < min_bar_agreement * full:
         return TuneCheck(False, title, (), True, full, agreeing,
                          f"bars: only {agreeing} of {full} agree with M: and L:")

@@ -388,9 +388,13 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
 def tunes_passing_check(tunes: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
     """The tunes whose bars add up by the strict check (the model should not learn bars that
     don't). music21 takes minutes over the whole split, so the verdicts are kept in the run dir."""
+    import inspect
+
+    from seqserve import abc
     from seqserve.abc import check_tune
 
-    digest = hashlib.sha256("\0".join(t["abc"] for t in tunes).encode()).hexdigest()
+    # Keyed by the tunes and by the check's own code: a changed check re-judges them.
+    digest = hashlib.sha256("\0".join([inspect.getsource(abc)] + [t["abc"] for t in tunes]).encode()).hexdigest()
     if cache.is_file() and (saved := json.loads(cache.read_text()))["tunes_sha256"] == digest:
         passing = saved["passing"]
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seqserve.abc import check_tune, header_fields, split_tunes
+from seqserve.abc import check_tune, header_fields, split_tunes, written_bars
 
 TUNE = """X:1
 T:An Buachaill Dreoite
@@ -49,3 +49,27 @@ def test_unparseable_text_is_invalid_not_an_exception():
 def test_split_and_headers():
     tunes = split_tunes("% comment\nX:1\nT:A\nK:C\nabc|\n\nX:2\nT:B\nK:D\ndef|\n")
     assert [header_fields(t)["T"] for t in tunes] == ["A", "B"]
+
+
+HEAD = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n"
+
+
+def bar_lengths(body: str) -> list[str]:
+    return [str(bar.length) for bar in written_bars(HEAD + body)]
+
+
+def test_spellings_music21_mismeasures_are_measured_as_written():
+    """Found calibrating the check on real tunes (O'Neill's, Ryan's): each was a bar of a
+    good tune counted wrong."""
+    assert bar_lengths("dBcA BGHc>c|cdef g4|") == ["4", "4"]  # H: fermata shorthand
+    assert bar_lengths("(3{a}gfg) d4 e|cdef g4|") == ["7/2", "4"]  # grace note inside a tuplet
+    assert bar_lengths("cdef g4|cdeA A2 A::e|cdef g4|") == ["4", "7/2", "1/2", "4"]  # double repeat
+    assert bar_lengths('"^Home"cdef g4|[P:H]cdef g4|') == ["4", "4"]  # H in text is not a fermata
+
+
+def test_a_first_ending_completes_the_opening_pickup():
+    tune = HEAD + "G2|cdef g4|cdef g4|1 cdef g2:|2 cdef g4||\ncdef g4|cdef g4|cdef g4|cdef g4|cdef g4|"
+    check = check_tune(tune)
+    assert check.valid and check.agreeing_bars == check.full_bars
+    shorter_pickup = check_tune(tune.replace("G2|", "G|", 1))  # now the first ending is a beat short
+    assert shorter_pickup.agreeing_bars == shorter_pickup.full_bars - 1
