@@ -14,6 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 
 
+def served(task: str, models_dir: Path = MODELS_DIR) -> Path:
+    """The committed version of a task that the service serves: the newest one."""
+    from seqserve.manifest import newest_version_dir
+
+    return newest_version_dir(models_dir / task)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m <args>` in a fresh process (export needs one per model), failing loudly."""
     result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env={**os.environ, **(env or {})},

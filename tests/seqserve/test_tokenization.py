@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from seqserve.manifest import Manifest
 from seqserve.sentiment import load_encoder
+from tests.conftest import served
 
 
 def encoder(models_dir):
-    version = models_dir / "sentiment" / "1"
+    version = served("sentiment", models_dir)
     return load_encoder(version, Manifest.load(version))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.conftest import served
 
 
 def generate(client, **body):
@@ -17,7 +18,7 @@ def test_default_request_writes_tunes(client):
     body = generate(client, max_length=700, seed=11)
     assert body["abc"].startswith("X:1\n")
     assert len(body["abc"]) == len("X:1\n") + 700
-    assert body["model"] == "music/1" and body["seed"] == 11 and body["ignored_characters"] == []
+    assert body["model"] == f"music/{served('music').name}" and body["seed"] == 11 and body["ignored_characters"] == []
     for tune in body["tunes"]:
         assert tune["abc"].startswith("X:") and isinstance(tune["valid"], bool)
         assert tune["abc"] in body["abc"]

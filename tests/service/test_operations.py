@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from seqserve.manifest import Manifest, sha256_file
 from service.app import create_app
 from service.config import Settings
+from tests.conftest import served
 
 
 def test_healthz(client):
@@ -26,11 +27,12 @@ def test_readyz_when_all_models_ready(client):
 def test_models_report_provider_signature_hashes_and_metrics(client, models_dir):
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     sentiment = models["sentiment"]
-    manifest = Manifest.load(models_dir / "sentiment" / "1")
-    assert sentiment["version"] == "1" and sentiment["ready"]
+    version = served("sentiment", models_dir)
+    manifest = Manifest.load(version)
+    assert sentiment["version"] == version.name and sentiment["ready"]
     assert sentiment["provider"] == "CPUExecutionProvider"  # the fixture asks for device=cpu
     assert sentiment["providers"]["classifier"][0] == sentiment["provider"]
-    assert sentiment["files"]["model.onnx"] == sha256_file(models_dir / "sentiment" / "1" / "model.onnx")
+    assert sentiment["files"]["model.onnx"] == sha256_file(version / "model.onnx")
     inputs = sentiment["graphs"]["classifier"]["inputs"]
     assert [(i["name"], i["shape"]) for i in inputs] == [("input_ids", ["batch", "sequence"]), ("lengths", ["batch"])]
     assert sentiment["metrics"]["test_imdb"] == manifest.metrics["test_imdb"]
@@ -79,7 +81,7 @@ def test_unknown_route_is_json_404(client):
 def corrupt_models_dir(tmp_path, models_dir):
     target = tmp_path / "models"
     shutil.copytree(models_dir / "sentiment", target / "sentiment")
-    graph = target / "sentiment" / "1" / "model.onnx"
+    graph = served("sentiment", target) / "model.onnx"
     graph.write_bytes(graph.read_bytes()[:-100] + b"\0" * 100)
     return target
 

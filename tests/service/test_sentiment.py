@@ -6,6 +6,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from tests.conftest import served
 
 REVIEWS = [
     "An absolute joy from start to finish. I loved it.",
@@ -34,7 +35,7 @@ def test_single_text(client):
     body = response.json()
     check_result(body)
     assert body["label"] == "positive"
-    assert body["model"] == "sentiment/1"
+    assert body["model"] == f"sentiment/{served('sentiment').name}"
     assert response.headers["x-request-id"]
 
 
@@ -47,7 +48,7 @@ def test_batch_keeps_order_and_matches_single_answers(client):
     response = post(client, {"texts": REVIEWS})
     assert response.status_code == 200
     body = response.json()
-    assert body["model"] == "sentiment/1"
+    assert body["model"] == f"sentiment/{served('sentiment').name}"
     assert [r["label"] for r in body["results"]] == ["positive", "negative", "negative", "positive", "negative"]
     for text, result in zip(REVIEWS, body["results"]):
         check_result(result)

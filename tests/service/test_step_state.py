@@ -11,10 +11,11 @@ from seqserve.characters import CharVocabulary
 from seqserve.generation import read_prompt
 from seqserve.manifest import Manifest
 from service.step_state import StepState
+from tests.conftest import served
 
 
 def test_bound_state_matches_plain_runs_through_joins_and_leaves(models_dir):
-    model_dir = models_dir / "music" / "1"
+    model_dir = served("music", models_dir)
     manifest = Manifest.load(model_dir)
     prompt, step = (ort.InferenceSession(str(model_dir / manifest.graphs[g].file), providers=["CPUExecutionProvider"])
                     for g in ("prompt", "step"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 from tests.conftest import run_cli
+from tests.conftest import served
 
 
 def test_committed_model_on_a_fixed_test_slice(data_cache, models_dir):
     from training.evaluate import evaluate_sentiment
 
-    metrics = evaluate_sentiment(models_dir / "sentiment" / "1", limit=500)
+    metrics = evaluate_sentiment(served("sentiment"), limit=500)
     assert metrics["test_imdb"]["examples"] == 500
     assert metrics["test_imdb"]["accuracy"] >= 0.85
     assert metrics["test_rotten_tomatoes"]["accuracy"] >= 0.72

@@ -25,7 +25,8 @@ def test_smoke_train_export(tmp_path):
             "--model-dir", str(model_dir), env=env)
     manifest = Manifest.load(model_dir)
     assert manifest.verify_files(model_dir) == []
-    assert manifest.metrics["parity_max_abs_diff"] <= 1e-4
+    parity = manifest.metrics["parity"]
+    assert parity["single_run_max_abs_diff"] <= 1e-4 and parity["chained_max_scaled_diff"] <= 1e-3
     prompt, step = manifest.graphs["prompt"], manifest.graphs["step"]
     assert [i.shape for i in prompt.inputs][0] == ["batch", "sequence"]
     assert prompt.outputs[0].shape[:2] == ["batch", "sequence"]
