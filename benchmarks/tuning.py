@@ -4,8 +4,8 @@ For every setting in a small grid it starts a `python -m service` process servin
 task (SEQSERVE_<TASK>_* from the grid), loads it at two concurrencies with inputs from the
 test split, and records requests/s, p50/p99 latency and the mean batch size. The defaults in
 `service/config.py` are the settings picked here: the best throughput at the higher
-concurrency whose p99 stays within 10% of the best p99 seen, so that a setting does not buy
-throughput with tail latency.
+concurrency among those whose p99 there is at most twice their p50, so that a setting does
+not buy throughput with tail latency.
 
     python -m benchmarks.tuning                       # all tasks, 10 s per level
     python -m benchmarks.tuning --tasks sentiment --duration 20
@@ -64,10 +64,9 @@ def measure(task: str, settings: dict, models_dir: Path, texts: dict[str, list[s
 
 
 def pick(rows: list[dict]) -> dict:
-    """Best throughput at the top concurrency among settings whose p99 there is within 10% of
-    the best p99."""
-    best_p99 = min(row["levels"][-1]["p99_ms"] for row in rows)
-    fair = [row for row in rows if row["levels"][-1]["p99_ms"] <= 1.1 * best_p99] or rows
+    """Best throughput at the top concurrency among settings whose p99 there is at most twice
+    their p50 (a setting must not buy throughput by making some requests wait much longer)."""
+    fair = [row for row in rows if row["levels"][-1]["p99_ms"] <= 2 * row["levels"][-1]["p50_ms"]] or rows
     return max(fair, key=lambda row: row["levels"][-1]["requests_per_s"])["settings"]
 
 

@@ -160,8 +160,8 @@ class BeamBatch:
         for name in self.rows:
             old, extra = self.rows[name], new[name]
             if name in SOURCE_AXIS_INPUTS:  # pad to the longest source (zeros: masked out)
-                old, extra = (np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-                              for x in (old, extra))
+                old, extra = (x if x.shape[1] == width else np.pad(x, [(0, 0), (0, width - x.shape[1])]
+                                                                    + [(0, 0)] * (x.ndim - 2)) for x in (old, extra))
             self.rows[name] = np.concatenate([old, extra])
 
     def step(self) -> list[BeamSearch]:

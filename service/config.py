@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     # Generation and translation are batched continuously: requests join a running batch
     # between hops of a few steps and leave when done.
     music_max_active: int = Field(64, ge=1, le=1024, description="streams advanced by one step-graph run")
-    music_steps_per_hop: int = Field(4, ge=1, le=64, description="steps between admissions of new streams")
+    music_steps_per_hop: int = Field(8, ge=1, le=64, description="steps between admissions of new streams")
     translate_max_active: int = Field(64, ge=1, le=1024, description="sentences (each with its beams) per decoder step")
-    translate_steps_per_hop: int = Field(1, ge=1, le=64, description="decoder steps between admissions")
+    translate_steps_per_hop: int = Field(4, ge=1, le=64, description="decoder steps between admissions")
     max_queue_size: int = Field(512, ge=1, description="items in progress or waiting per model; beyond it: 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
 

@@ -23,6 +23,7 @@ from seqserve.translation import SubwordCodec
 from training.data import music as music_data
 from training.data import sentiment as sentiment_data
 from training.data import translate as translate_data
+from training.data.transpose import transpositions
 from training.models.music import CharLSTM
 from training.models.sentiment import SentimentLSTM
 from training.models.translate import Translator, source_mask
@@ -316,11 +317,16 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
     if settings.get("only_tunes_passing_check"):
         train_tunes = tunes_passing_check(train_tunes, run_dir / "train_tunes_passing_check.json")
     validation_tunes = subsample(splits["validation"], settings["validation_tunes"], settings["seed"])
+    # Augmentation: each epoch also reads `transposed_copies` copies of every tune moved to
+    # another key (same rhythm, other pitches), drawn afresh per epoch.
+    variants = [transpositions(t["abc"], settings.get("max_transpose_steps", 3), settings.get("max_key_fifths", 4))
+                for t in train_tunes] if settings.get("transposed_copies") else []
     vocabulary_path = run_dir / "vocabulary.json"
     if resume and vocabulary_path.is_file():
         vocabulary = CharVocabulary.load(vocabulary_path)
     else:
-        vocabulary = CharVocabulary.from_texts([music_data.tunes_text(train_tunes)])
+        vocabulary = CharVocabulary.from_texts([music_data.tunes_text(train_tunes),
+                                                music_data.tunes_text([{"abc": v} for vs in variants for v in vs])])
         vocabulary.save(vocabulary_path)
     validation_ids = vocabulary.encode(vocabulary.clean(music_data.tunes_text(validation_tunes))[0])
 
@@ -338,8 +344,11 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         model.train()
+        rng = random.Random(settings["seed"] + epoch)
         order = list(train_tunes)
-        random.Random(settings["seed"] + epoch).shuffle(order)
+        for tune_variants in variants:
+            order += [{"abc": v} for v in rng.sample(tune_variants, min(settings["transposed_copies"], len(tune_variants)))]
+        rng.shuffle(order)
         data = streams(vocabulary.encode(music_data.tunes_text(order)), batch).to(device_)
         h, c = model.initial_state(batch, device_)
         bar = tqdm(range(0, data.shape[1] - 1, window), desc=f"epoch {epoch}/{settings['max_epochs']}",
