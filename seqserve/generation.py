@@ -27,7 +27,8 @@ def sample_ids(logits: np.ndarray, temperature: float | np.ndarray, top_k: int |
     # Subtract each row's maximum before dividing: a tiny temperature then sends the others to
     # -inf (sampling becomes argmax) instead of overflowing to inf - inf.
     scaled = logits.astype(np.float64)
-    scaled = (scaled - scaled.max(axis=-1, keepdims=True)) / temperature[:, None]
+    with np.errstate(over="ignore"):  # that overflow to -inf is the intended argmax
+        scaled = (scaled - scaled.max(axis=-1, keepdims=True)) / temperature[:, None]
     if (ks < vocab).any():
         kth = -np.sort(-scaled, axis=-1)[np.arange(rows), ks - 1][:, None]  # each row's k-th largest
         scaled = np.where(scaled < kth, -np.inf, scaled)
