@@ -23,11 +23,12 @@ from service.tasks.base import ServedModel
 
 @dataclass(eq=False)
 class SentenceJob:
-    source: Source
+    text: str
     beam_size: int
     max_length: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    source: Source | None = None  # tokenized in the worker thread, off the event loop
     search: BeamSearch | None = None
     batch_size: int = 0  # most sentences it shared a decoder step with (for the access log)
 
@@ -46,10 +47,10 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
     def _gone(self, job: SentenceJob) -> bool:
         return job.future.done()  # cancelled: the request went away
 
-    async def translate(self, sources: list[Source], beam_size: int, max_length: int) -> list[Translation]:
+    async def translate(self, texts: list[str], beam_size: int, max_length: int) -> list[Translation]:
         """Admit all sentences or none (QueueFull), then await each translation."""
         loop = asyncio.get_running_loop()
-        jobs = [SentenceJob(source, beam_size, max_length, loop.create_future()) for source in sources]
+        jobs = [SentenceJob(text, beam_size, max_length, loop.create_future()) for text in texts]
         self._admit(jobs)
         try:
             results = list(await asyncio.gather(*(job.future for job in jobs)))
@@ -69,6 +70,8 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
             groups[(job.beam_size, job.max_length)].append(job)
         now = time.perf_counter()
         for (beam_size, max_length), jobs in groups.items():  # one encoder run per group
+            for job in jobs:
+                job.source = prepare_source(self.codec, job.text)
             for job, search in zip(jobs, self.batch.add([job.source.ids for job in jobs], beam_size, max_length)):
                 job.search = search
                 self.metrics.queue_wait_seconds.labels(self.name).observe(now - job.enqueued)
@@ -116,13 +119,12 @@ class TranslateModel(ServedModel):
 
     async def warm_up(self) -> None:
         """One sentence alone, then a full batch of beam-4 searches."""
-        await self.translator.translate([prepare_source(self.codec, "Hello.")], 1, 8)
-        full = [prepare_source(self.codec, "I think we should go home now.")] * self.settings.translate_max_active
-        await self.translator.translate(full, 4, 16)
+        await self.translator.translate(["Hello."], 1, 8)
+        await self.translator.translate(["I think we should go home now."] * self.settings.translate_max_active, 4, 16)
 
     async def translate(self, texts: list[str], beam_size: int, max_length: int) -> list[Translation]:
         self.require_ready()
-        return await self.translator.translate([prepare_source(self.codec, t) for t in texts], beam_size, max_length)
+        return await self.translator.translate(texts, beam_size, max_length)
 
     async def close(self) -> None:
         if getattr(self, "translator", None) is not None:

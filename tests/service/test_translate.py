@@ -8,8 +8,6 @@ import httpx
 import numpy as np
 import pytest
 
-from seqserve.translation import prepare_source
-
 
 def translate(client, **body):
     response = client.post("/translate", json=body)
@@ -134,11 +132,6 @@ def translator(client):
     return client.app.state.registry.get("translate").translator
 
 
-def sources(client, *texts):
-    model = client.app.state.registry.get("translate")
-    return [prepare_source(model.codec, text) for text in texts]
-
-
 def test_a_request_joins_a_running_search_and_does_not_wait_for_it(client, translator):
     """Continuous batching: a short request arriving mid-search is answered while the long
     search is still running, and both get what they get alone."""
@@ -146,10 +139,10 @@ def test_a_request_joins_a_running_search_and_does_not_wait_for_it(client, trans
     short_alone = translate(client, text="Hello!", beam_size=1)["translation"]
 
     async def run():
-        long = asyncio.create_task(translator.translate(sources(client, LONG), 8, 100))
+        long = asyncio.create_task(translator.translate([LONG], 8, 100))
         while not translator.batch.searches or translator.batch.searches[0].steps < 3:
             await asyncio.sleep(0.001)
-        short = await translator.translate(sources(client, "Hello!"), 1, 100)
+        short = await translator.translate(["Hello!"], 1, 100)
         long_running = not long.done()
         return short[0].translation, long_running, (await long)[0].translation
 
@@ -160,7 +153,7 @@ def test_a_request_joins_a_running_search_and_does_not_wait_for_it(client, trans
 
 def test_a_cancelled_request_leaves_the_batch(client, translator):
     async def run():
-        task = asyncio.create_task(translator.translate(sources(client, LONG, LONG), 8, 100))
+        task = asyncio.create_task(translator.translate([LONG, LONG], 8, 100))
         while len(translator.batch) < 2:
             await asyncio.sleep(0.001)
         task.cancel()
@@ -183,11 +176,12 @@ def test_a_failing_step_fails_only_its_requests(client, translator):
 
     async def run():
         translator.batch.step_graph = Failing()
+        failed = None
         try:
-            await translator.translate(sources(client, "Hello!"), 1, 20)
+            await translator.translate(["Hello!"], 1, 20)
         except RuntimeError as error:
             failed = str(error)
-        after = await translator.translate(sources(client, "Hello!"), 1, 20)
+        after = await translator.translate(["Hello!"], 1, 20)
         return failed, after[0].translation
 
     failed, after = client.portal.call(run)
