@@ -77,4 +77,4 @@ def music_rate(models_dir: Path, batch: int) -> float:
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
     state = read_prompt(sessions["prompt"], vocabulary, "X:1\n", batch=batch)
     generators = [np.random.default_rng(i) for i in range(batch)]
-    return _rate(lambda: step(sessions["step"], state, 1.0, None, generators), batch)
+    return _rate(lambda: step(sessions["step"], state, 1.0, None, generators, vocabulary), batch)

@@ -18,6 +18,9 @@ import onnxruntime as ort
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from seqserve.bar_clock import SIZE as BAR_CLOCK_SIZE  # noqa: E402
+from seqserve.bar_clock import BarClock  # noqa: E402
+from seqserve.generation import next_clock_ids, reads_clock  # noqa: E402
 from seqserve.tokenization import TextEncoder, TruncationPolicy  # noqa: E402
 from seqserve.translation import SubwordCodec, beam_search  # noqa: E402
 
@@ -65,24 +68,34 @@ def check_music(model_dir: Path, manifest: dict, cpu, gpu) -> dict:
     vocabulary = json.loads((model_dir / manifest["preprocessing"]["vocabulary"]).read_text())
     characters = vocabulary["characters"] if isinstance(vocabulary, dict) else vocabulary
     index = {c: i for i, c in enumerate(characters)}
-    prompt = np.array([[index[c] for c in "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n" if c in index]] * 32, dtype=np.int64)
+    text = "".join(c for c in "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n" if c in index)
+    prompt = np.array([[index[c] for c in text]] * 32, dtype=np.int64)
     state = manifest["preprocessing"]["state"]
     zeros = np.zeros((state["layers"], 32, state["hidden_size"]), dtype=np.float32)
+    clocked = reads_clock(cpu["step"])
     worst, outputs = 0.0, {}
     for name, graphs in (("cpu", cpu), ("gpu", gpu)):
-        logits, h, c = graphs["prompt"].run(None, {"tokens": prompt, "h0": zeros, "c0": zeros})
+        clocks = [BarClock() for _ in range(32)]
+        feeds = {"tokens": prompt, "h0": zeros, "c0": zeros}
+        if clocked:
+            feeds["clocks"] = np.stack([clock.read_text(text) for clock in clocks])
+        logits, h, c = graphs["prompt"].run(None, feeds)
         trace = [logits[:, -1]]
         for _ in range(100):  # greedy: both sides read the same characters as long as they agree
-            token = trace[-1].argmax(-1)[:, None]
-            step_logits, h, c = graphs["step"].run(None, {"token": token.astype(np.int64), "h": h, "c": c})
+            token = trace[-1].argmax(-1)[:, None].astype(np.int64)
+            feeds = {"token": token, "h": h, "c": c}
+            if clocked:
+                feeds["clock"] = next_clock_ids(clocks, [characters[i] for i in token[:, 0]])
+            step_logits, h, c = graphs["step"].run(None, feeds)
             trace.append(step_logits)
         outputs[name] = np.stack(trace)
     worst = float(np.abs(outputs["cpu"] - outputs["gpu"]).max())
     worst = max(worst, device_state_difference(gpu, prompt, zeros))
     token = np.zeros((32, 1), dtype=np.int64)
+    feeds = {"token": token, "h": zeros, "c": zeros} | ({"clock": token} if clocked else {})
     return {"max_abs_diff": worst, "batch": 32, "steps_compared": 100,
-            "cpu_ms": timed(lambda: cpu["step"].run(None, {"token": token, "h": zeros, "c": zeros})),
-            "gpu_ms": timed(lambda: gpu["step"].run(None, {"token": token, "h": zeros, "c": zeros}))}
+            "cpu_ms": timed(lambda: cpu["step"].run(None, feeds)),
+            "gpu_ms": timed(lambda: gpu["step"].run(None, feeds))}
 
 
 def device_state_difference(graphs, prompt: np.ndarray, zeros: np.ndarray) -> float:
@@ -92,7 +105,9 @@ def device_state_difference(graphs, prompt: np.ndarray, zeros: np.ndarray) -> fl
     from service.step_state import StepState
 
     device = "cuda" if graphs["step"].get_providers()[0] == CUDA else "cpu"
-    logits, h, c = graphs["prompt"].run(None, {"tokens": prompt, "h0": zeros, "c0": zeros})
+    clocked = reads_clock(graphs["step"])
+    feeds = {"tokens": prompt, "h0": zeros, "c0": zeros} | ({"clocks": np.zeros_like(prompt)} if clocked else {})
+    logits, h, c = graphs["prompt"].run(None, feeds)
     bound, plain = StepState(graphs["step"], device), GenerationState(logits[:, -1], h, c)
     bound.append(GenerationState(logits[:, -1], h, c))
     rng, worst = np.random.default_rng(1), 0.0
@@ -102,8 +117,10 @@ def device_state_difference(graphs, prompt: np.ndarray, zeros: np.ndarray) -> fl
             bound.keep(keep)
             plain = GenerationState(plain.logits[keep], plain.h[:, keep], plain.c[:, keep])
         ids = rng.integers(0, plain.logits.shape[1], (len(bound), 1))
-        bound.step(ids)
-        plain.logits, plain.h, plain.c = graphs["step"].run(None, {"token": ids, "h": plain.h, "c": plain.c})
+        clock = rng.integers(0, BAR_CLOCK_SIZE, (len(bound), 1)) if clocked else None
+        bound.step(ids, clock)
+        feeds = {"token": ids, "h": plain.h, "c": plain.c} | ({"clock": clock} if clocked else {})
+        plain.logits, plain.h, plain.c = graphs["step"].run(None, feeds)
         worst = max(worst, float(np.abs(bound.logits - plain.logits).max()))
     return max(worst, float(np.abs(bound.host().h - plain.h).max()))
 

@@ -2,15 +2,22 @@
 
 Each sequence has its own random generator, seeded per request, so a sequence's output
 depends on its seed and settings alone, never on what else runs in the same batch.
+
+A model whose graphs read the bar clock (an input `clocks` [B, T] of the prompt graph and
+`clock` [B, 1] of the step graph) gets it computed here from the text, with one
+`BarClock` per sequence that reads the prompt and then every sampled character.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from seqserve.abc import TUNE_SEPARATOR
+from seqserve.bar_clock import BarClock
 from seqserve.characters import CharVocabulary
 
 
@@ -47,6 +54,17 @@ class GenerationState:
     logits: np.ndarray  # [B, V]
     h: np.ndarray  # [layers, B, hidden]
     c: np.ndarray
+    clocks: list[BarClock] | None = None  # one per sequence, for graphs that read the clock
+
+
+def reads_clock(session) -> bool:
+    """Whether a music graph takes the bar clock as an input (music/3 and older do not)."""
+    return any(i.name in ("clocks", "clock") for i in session.get_inputs())
+
+
+def next_clock_ids(clocks: Sequence[BarClock], characters: Sequence[str]) -> np.ndarray:
+    """Each sequence's clock after its newly written character: the step graph's `clock` [B, 1]."""
+    return np.array([[clock.read(ch)] for clock, ch in zip(clocks, characters)], dtype=np.int64)
 
 
 def state_shape(prompt_session) -> tuple[int, int]:
@@ -60,16 +78,23 @@ def read_prompt(prompt_session, vocabulary: CharVocabulary, prompt: str, batch: 
     layers, hidden = state_shape(prompt_session)
     tokens = np.repeat(vocabulary.encode(prompt)[None, :], batch, axis=0)
     zeros = np.zeros((layers, batch, hidden), dtype=np.float32)
-    logits, h, c = prompt_session.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros})
-    return GenerationState(logits[:, -1, :], h, c)
+    feeds, clocks = {"tokens": tokens, "h0": zeros, "c0": zeros}, None
+    if reads_clock(prompt_session):
+        clock = BarClock()
+        feeds["clocks"] = np.repeat(clock.read_text(prompt)[None, :], batch, axis=0)
+        clocks = [copy.deepcopy(clock) for _ in range(batch)]
+    logits, h, c = prompt_session.run(None, feeds)
+    return GenerationState(logits[:, -1, :], h, c, clocks)
 
 
 def step(step_session, state: GenerationState, temperature: float, top_k: int | None,
-         generators: list[np.random.Generator]) -> np.ndarray:
+         generators: list[np.random.Generator], vocabulary: CharVocabulary) -> np.ndarray:
     """Sample one character per sequence, then advance the state past it (one step-graph run)."""
     ids = sample_ids(state.logits, temperature, top_k, generators)
-    state.logits, state.h, state.c = step_session.run(
-        None, {"token": ids[:, None].astype(np.int64), "h": state.h, "c": state.c})
+    feeds = {"token": ids[:, None].astype(np.int64), "h": state.h, "c": state.c}
+    if state.clocks is not None:
+        feeds["clock"] = next_clock_ids(state.clocks, [vocabulary.characters[i] for i in ids])
+    state.logits, state.h, state.c = step_session.run(None, feeds)
     return ids
 
 
@@ -82,7 +107,7 @@ def generate_tunes(prompt_session, step_session, vocabulary: CharVocabulary, pro
     outputs = ["" for _ in seeds]
     active = np.ones(len(seeds), dtype=bool)
     for _ in range(max_length):
-        ids = step(step_session, state, temperature, top_k, generators)
+        ids = step(step_session, state, temperature, top_k, generators, vocabulary)
         for row in np.flatnonzero(active):
             outputs[row] += vocabulary.characters[ids[row]]
             active[row] = not outputs[row].endswith(TUNE_SEPARATOR)

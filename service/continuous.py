@@ -26,7 +26,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from seqserve.generation import GenerationState, sample_ids
+from seqserve.bar_clock import BarClock
+from seqserve.generation import GenerationState, next_clock_ids, sample_ids
 from service.batching import QueueFull, cancel_worker
 from service.metrics import Metrics
 from service.step_state import StepState
@@ -129,6 +130,7 @@ class Stream:
     chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # str, then None (done) or an exception
     pending: list[int] = field(default_factory=list)
     cancelled: bool = False
+    clock: BarClock | None = None  # for a model that reads the bar clock
 
 
 class ContinuousGenerator(StepLoop[Stream]):
@@ -208,7 +210,10 @@ class ContinuousGenerator(StepLoop[Stream]):
         for stream in streams:
             by_prompt[stream.prompt].append(stream)
         for prompt, group in by_prompt.items():  # identical prompts (a new tune) are read once, as one batch
-            self.state.append(self.read_prompts(prompt, len(group)))
+            state = self.read_prompts(prompt, len(group))
+            for stream, clock in zip(group, state.clocks or [None] * len(group)):
+                stream.clock = clock
+            self.state.append(state)
             self._active += group
 
     def _drop(self, rows: list[int]) -> None:
@@ -223,7 +228,8 @@ class ContinuousGenerator(StepLoop[Stream]):
         ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
                          [x.generator for x in streams])
         self.metrics.batch_size.labels(self.name).observe(len(streams))
-        self.state.step(ids[:, None].astype(np.int64))
+        clock = next_clock_ids([s.clock for s in streams], self.decode(ids)) if self.state.reads_clock else None
+        self.state.step(ids[:, None].astype(np.int64), clock)
         for stream, token in zip(streams, ids.tolist()):
             stream.pending.append(token)
             stream.remaining -= 1

@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from seqserve.generation import GenerationState
+from seqserve.generation import GenerationState, reads_clock
 
 
 class StepState:
     def __init__(self, step_session: ort.InferenceSession, device: str = "cpu", device_id: int = 0):
         self.session = step_session
+        self.reads_clock = reads_clock(step_session)
         self.device, self.device_id = device, device_id
         self.logits: np.ndarray | None = None  # [rows, V], host
         self._h: ort.OrtValue | None = None
@@ -63,10 +64,13 @@ class StepState:
         self.logits = current.logits[rows]
         self._load(current.h[:, rows], current.c[:, rows])
 
-    def step(self, ids: np.ndarray) -> None:
-        """Feed one id per row ([rows, 1] int64); the state advances in place on the device."""
+    def step(self, ids: np.ndarray, clock: np.ndarray | None = None) -> None:
+        """Feed one id per row ([rows, 1] int64), and its bar clock for a graph that reads
+        one; the state advances in place on the device."""
         binding = self.session.io_binding()
         binding.bind_cpu_input("token", ids)
+        if self.reads_clock:
+            binding.bind_cpu_input("clock", clock)
         binding.bind_ortvalue_input("h", self._h)
         binding.bind_ortvalue_input("c", self._c)
         binding.bind_output("logits", "cpu")

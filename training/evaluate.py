@@ -68,20 +68,29 @@ def evaluate_sentiment(model_dir: Path, limit: int = 0) -> dict[str, Any]:
     return metrics
 
 
-def music_test_loss(prompt_session: ort.InferenceSession, ids, streams: int = 8, window: int = 500) -> float:
-    """Cross-entropy in nats per character of the prompt graph over a text, state carried."""
+def music_test_loss(prompt_session: ort.InferenceSession, text: str, vocabulary, streams: int = 8,
+                    window: int = 500) -> float:
+    """Cross-entropy in nats per character of the prompt graph over a cleaned text, state
+    carried (with the text's bar clock for a graph that reads it)."""
     import numpy as np
 
+    from seqserve.bar_clock import BarClock
+    from seqserve.generation import reads_clock, state_shape
+
+    ids = vocabulary.encode(text)
     length = len(ids) // streams
     data = ids[: length * streams].reshape(streams, length)
-    from seqserve.generation import state_shape
-
+    clocks = BarClock().read_text(text)[: length * streams].reshape(streams, length)
     layers, hidden = state_shape(prompt_session)
     h = c = np.zeros((layers, streams, hidden), dtype=np.float32)
     total, count = 0.0, 0
     for start in range(0, length - 1, window):
         targets = data[:, start + 1 : start + window + 1]
-        logits, h, c = prompt_session.run(None, {"tokens": data[:, start : start + targets.shape[1]], "h0": h, "c0": c})
+        window_slice = slice(start, start + targets.shape[1])
+        feeds = {"tokens": data[:, window_slice], "h0": h, "c0": c}
+        if reads_clock(prompt_session):
+            feeds["clocks"] = clocks[:, window_slice]
+        logits, h, c = prompt_session.run(None, feeds)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         total -= np.take_along_axis(log_probs, targets[..., None], axis=-1).sum()
@@ -104,8 +113,8 @@ def evaluate_music(model_dir: Path, samples: int = 200, max_length: int = 1500, 
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
     splits = music_data.load_splits()
     test = splits["test"][:limit] if limit else splits["test"]
-    test_ids = vocabulary.encode(vocabulary.clean(music_data.tunes_text(test))[0])
-    metrics: dict[str, Any] = {"test_loss_nats_per_char": round(music_test_loss(sessions["prompt"], test_ids), 4),
+    test_text = vocabulary.clean(music_data.tunes_text(test))[0]
+    metrics: dict[str, Any] = {"test_loss_nats_per_char": round(music_test_loss(sessions["prompt"], test_text, vocabulary), 4),
                                "test_tunes": len(test)}
 
     tunes = generate_tunes(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=list(range(1000, 1000 + samples)),

@@ -194,14 +194,14 @@ VOCABULARY_FILE = "vocabulary.json"
 
 
 class CharLSTMStep(torch.nn.Module):
-    """One generation step: token [B, 1], state -> logits [B, V], new state."""
+    """One generation step: token and clock [B, 1], state -> logits [B, V], new state."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
-        logits, h, c = self.model(token, h, c)
+    def forward(self, token: torch.Tensor, clock: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        logits, h, c = self.model(token, clock, h, c)
         return logits[:, 0, :], h, c
 
 
@@ -228,25 +228,28 @@ def export_music_graph(run_dir: Path, kind: str, path: Path) -> None:
     state = {1: batch_dim}
     if kind == "prompt":
         tokens = torch.zeros(batch, 5, dtype=torch.int64)
-        export_graph(model, (tokens, h0, c0), path, ["tokens", "h0", "c0"], ["logits", "h", "c"],
-                     {"tokens": {0: batch_dim, 1: torch.export.Dim("sequence", min=1)}, "h0": state, "c0": state})
+        text = {0: batch_dim, 1: torch.export.Dim("sequence", min=1)}
+        export_graph(model, (tokens, tokens.clone(), h0, c0), path, ["tokens", "clocks", "h0", "c0"],
+                     ["logits", "h", "c"], {"tokens": text, "clocks": text, "h0": state, "c0": state})
         graph = relabel_output_axes(path, {"logits": {1: "sequence"}})
-        check_symbolic_axes(graph, {"tokens": {0: "batch", 1: "sequence"}, "h0": {1: "batch"},
-                                    "logits": {0: "batch", 1: "sequence"}, "h": {1: "batch"}})
+        check_symbolic_axes(graph, {"tokens": {0: "batch", 1: "sequence"}, "clocks": {0: "batch", 1: "sequence"},
+                                    "h0": {1: "batch"}, "logits": {0: "batch", 1: "sequence"}, "h": {1: "batch"}})
     else:
         token = torch.zeros(batch, 1, dtype=torch.int64)
-        graph = export_graph(CharLSTMStep(model).eval(), (token, h0, c0), path, ["token", "h", "c"],
-                             ["logits", "h_next", "c_next"], {"token": {0: batch_dim}, "h": state, "c": state})
-        check_symbolic_axes(graph, {"token": {0: "batch"}, "h": {1: "batch"}, "logits": {0: "batch"},
-                                    "h_next": {1: "batch"}})
+        graph = export_graph(CharLSTMStep(model).eval(), (token, token.clone(), h0, c0), path,
+                             ["token", "clock", "h", "c"], ["logits", "h_next", "c_next"],
+                             {"token": {0: batch_dim}, "clock": {0: batch_dim}, "h": state, "c": state})
+        check_symbolic_axes(graph, {"token": {0: "batch"}, "clock": {0: "batch"}, "h": {1: "batch"},
+                                    "logits": {0: "batch"}, "h_next": {1: "batch"}})
 
 
 def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceSession, text_ids: np.ndarray,
-                       steps: int = 200) -> dict[str, float]:
-    """ORT vs torch, everything to PARITY_ATOL: the prompt graph on random characters and
-    states (a batch of 3 at length 37, batch 1 at length 1), and on real tunes (`text_ids`,
-    two streams at lengths 120 and 400); then 200 chained step-graph runs over real tunes,
-    each side carrying its own state, with the same likeliest next character at every step.
+                       text_clocks: np.ndarray, steps: int = 200) -> dict[str, float]:
+    """ORT vs torch, everything to PARITY_ATOL: the prompt graph on random characters, clocks
+    and states (a batch of 3 at length 37, batch 1 at length 1), and on real tunes
+    (`text_ids` with their bar clock `text_clocks`, two streams at lengths 120 and 400); then
+    200 chained step-graph runs over real tunes, each side carrying its own state, with the
+    same likeliest next character at every step.
 
     Long runs read real ABC on purpose: on random characters the trained LSTM is driven far
     from anything it was trained on, where its state saturates and the two kernels' float32
@@ -260,32 +263,42 @@ def check_music_parity(model, prompt: ort.InferenceSession, step: ort.InferenceS
             worst[key] = max(worst[key], float(np.abs(e.numpy() - a).max()))
 
     layers, hidden = model.num_layers, model.hidden_size
+    def run_torch(tokens, clocks, h0, c0):
+        return model(*(torch.from_numpy(x) for x in (tokens, clocks, h0, c0)))
+
     for batch, length in ((3, 37), (1, 1)):
         tokens = rng.integers(0, model.embedding.num_embeddings, (batch, length))
+        clocks = rng.integers(0, model.clock_embedding.num_embeddings, (batch, length))
         h0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.1
         c0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.1
         with torch.no_grad():
-            expected = model(torch.from_numpy(tokens), torch.from_numpy(h0), torch.from_numpy(c0))
-        compare("prompt_max_abs_diff", expected, prompt.run(None, {"tokens": tokens, "h0": h0, "c0": c0}))
+            expected = run_torch(tokens, clocks, h0, c0)
+        compare("prompt_max_abs_diff", expected,
+                prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": h0, "c0": c0}))
     half = len(text_ids) // 2
+
+    def two_streams(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return np.stack([values[start:stop], values[half + start : half + stop]])
+
     for length in (120, 400):
-        tokens = np.stack([text_ids[:length], text_ids[half : half + length]])
+        tokens, clocks = two_streams(text_ids, 0, length), two_streams(text_clocks, 0, length)
         zeros = np.zeros((layers, 2, hidden), dtype=np.float32)
         with torch.no_grad():
-            expected = model(torch.from_numpy(tokens), torch.from_numpy(zeros), torch.from_numpy(zeros))
-        compare("prompt_max_abs_diff", expected, prompt.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros}))
+            expected = run_torch(tokens, clocks, zeros, zeros)
+        compare("prompt_max_abs_diff", expected,
+                prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": zeros, "c0": zeros}))
 
-    tokens = np.stack([text_ids[:10], text_ids[half : half + 10]])
+    tokens, clocks = two_streams(text_ids, 0, 10), two_streams(text_clocks, 0, 10)
     zeros = np.zeros((layers, 2, hidden), dtype=np.float32)
-    _, h, c = prompt.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros})
+    _, h, c = prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": zeros, "c0": zeros})
     with torch.no_grad():
-        _, th, tc = model(torch.from_numpy(tokens), torch.from_numpy(zeros), torch.from_numpy(zeros))
+        _, th, tc = run_torch(tokens, clocks, zeros, zeros)
         step_model = CharLSTMStep(model)
         for index in range(10, 10 + steps):
-            token = np.array([[text_ids[index]], [text_ids[half + index]]])
-            expected = step_model(torch.from_numpy(token), th, tc)
+            token, clock = two_streams(text_ids, index, index + 1), two_streams(text_clocks, index, index + 1)
+            expected = step_model(torch.from_numpy(token), torch.from_numpy(clock), th, tc)
             _, th, tc = expected
-            actual = step.run(None, {"token": token, "h": h, "c": c})
+            actual = step.run(None, {"token": token, "clock": clock, "h": h, "c": c})
             _, h, c = actual
             compare("chained_steps_max_abs_diff", expected, actual)
             if not np.array_equal(expected[0].numpy().argmax(-1), actual[0].argmax(-1)):
@@ -317,6 +330,7 @@ def graph_specs(graphs: dict[str, str], staging: Path) -> dict[str, GraphSpec]:
 
 
 def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+    from seqserve import bar_clock
     from seqserve.characters import CharVocabulary
     from training.data import music as music_data
 
@@ -327,8 +341,9 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
     sessions = export_in_fresh_processes("music", MUSIC_GRAPHS, run_dir, staging)
     vocabulary = CharVocabulary.load(staging / VOCABULARY_FILE)
     text = music_data.tunes_text(music_data.load_splits()["validation"])
-    text_ids = np.array(vocabulary.encode(vocabulary.clean(text)[0][:4000]), dtype=np.int64)
-    parity = check_music_parity(model, sessions["prompt"], sessions["step"], text_ids)
+    text = vocabulary.clean(text)[0][:4000]
+    text_ids, text_clocks = vocabulary.encode(text), bar_clock.BarClock().read_text(text)
+    parity = check_music_parity(model, sessions["prompt"], sessions["step"], text_ids, text_clocks)
     graphs = graph_specs(MUSIC_GRAPHS, staging)
 
     meta = json.loads((music_data.data_dir() / "meta.json").read_text())
@@ -342,7 +357,11 @@ def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
         preprocessing={"vocabulary": VOCABULARY_FILE, "tune_separator": "\n\n",
                        "unknown_characters": "NFKC-normalised, then dropped and reported",
-                       "state": {"layers": model.num_layers, "hidden_size": model.hidden_size}},
+                       "state": {"layers": model.num_layers, "hidden_size": model.hidden_size},
+                       "bar_clock": {"module": "seqserve.bar_clock", "size": bar_clock.SIZE,
+                                     "inputs": {"prompt": "clocks", "step": "clock"},
+                                     "meaning": "what is left of the bar after each character, in quarters of L: "
+                                                "(0: outside a tune body, 1: unreadable metre)"}},
         data=DataSource(package=lab["package"], version=lab["version"], file=lab["member"], sha256=lab["sha256"],
                         license=lab["license"], splits=meta["splits"],
                         extra={"music21_corpus": meta["sources"]["music21_corpus"], "by_source": meta["by_source"],

@@ -17,6 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from seqserve.bar_clock import BarClock
 from seqserve.characters import CharVocabulary
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from seqserve.translation import SubwordCodec
@@ -287,17 +288,23 @@ def streams(ids: np.ndarray, batch: int) -> torch.Tensor:
     return torch.from_numpy(ids[: length * batch].reshape(batch, length))
 
 
+def text_inputs(vocabulary: CharVocabulary, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """A cleaned text's character ids and its bar clock after each character."""
+    return vocabulary.encode(text), BarClock().read_text(text)
+
+
 @torch.no_grad()
-def stream_loss(model: CharLSTM, ids: np.ndarray, device: torch.device, batch: int = 8,
+def stream_loss(model: CharLSTM, ids: np.ndarray, clocks: np.ndarray, device: torch.device, batch: int = 8,
                 window: int = 200) -> float:
     """Cross-entropy in nats per character over a text, state carried across windows."""
     model.eval()
-    data = streams(ids, batch).to(device)
+    data, clock_data = streams(ids, batch).to(device), streams(clocks, batch).to(device)
     h, c = model.initial_state(batch, device)
     total, count = 0.0, 0
     for start in range(0, data.shape[1] - 1, window):
         inputs, targets = data[:, start : start + window], data[:, start + 1 : start + window + 1]
-        logits, h, c = model(inputs[:, : targets.shape[1]], h, c)
+        width = targets.shape[1]
+        logits, h, c = model(inputs[:, :width], clock_data[:, start : start + width], h, c)
         total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                              reduction="sum").item()
         count += targets.numel()
@@ -328,11 +335,11 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         vocabulary = CharVocabulary.from_texts([music_data.tunes_text(train_tunes),
                                                 music_data.tunes_text([{"abc": v} for vs in variants for v in vs])])
         vocabulary.save(vocabulary_path)
-    validation_ids = vocabulary.encode(vocabulary.clean(music_data.tunes_text(validation_tunes))[0])
+    validation_ids, validation_clocks = text_inputs(vocabulary, vocabulary.clean(music_data.tunes_text(validation_tunes))[0])
 
     model_args = {"vocab_size": len(vocabulary), "embed_dim": model_config["embed_dim"],
                   "hidden_size": model_config["hidden_size"], "num_layers": model_config["num_layers"],
-                  "dropout": model_config["dropout"]}
+                  "dropout": model_config["dropout"], "clock_dim": model_config["clock_dim"]}
     model = CharLSTM(**model_args).to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
     state = resume_state(last_path, model, optimizer, device_) if resume else new_state()
@@ -349,7 +356,8 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         for tune_variants in variants:
             order += [{"abc": v} for v in rng.sample(tune_variants, min(settings["transposed_copies"], len(tune_variants)))]
         rng.shuffle(order)
-        data = streams(vocabulary.encode(music_data.tunes_text(order)), batch).to(device_)
+        ids, clocks = text_inputs(vocabulary, music_data.tunes_text(order))
+        data, clock_data = streams(ids, batch).to(device_), streams(clocks, batch).to(device_)
         h, c = model.initial_state(batch, device_)
         bar = tqdm(range(0, data.shape[1] - 1, window), desc=f"epoch {epoch}/{settings['max_epochs']}",
                    disable=not progress)
@@ -357,7 +365,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
         for start in bar:
             targets = data[:, start + 1 : start + window + 1]
             inputs = data[:, start : start + targets.shape[1]]
-            logits, h, c = model(inputs, h, c)
+            logits, h, c = model(inputs, clock_data[:, start : start + targets.shape[1]], h, c)
             h, c = h.detach(), c.detach()
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
@@ -367,7 +375,7 @@ def train_music(config: dict[str, Any], run_dir: Path, resume: bool = False,
             total_loss += loss.item() * targets.numel()
             seen += targets.numel()
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-        validation_loss = stream_loss(model, validation_ids, device_)
+        validation_loss = stream_loss(model, validation_ids, validation_clocks, device_)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", val_loss=f"{validation_loss:.4f}")
         bar.close()
         state["seconds"] += time.perf_counter() - started

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+
+
+def trimmed_text(max_chars: int) -> object:
+    """A text whose limits count it after trimming white space, as API.md fixes them. JSON
+    Schema's minLength and maxLength would count the text as sent (a schema that lets
+    through fewer texts than the API takes), so the schema says "some non-space character"
+    with a pattern, and the upper limit with an extension key."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars),
+                     WithJsonSchema({"type": "string", "pattern": r"\S", "x-max-length-after-trimming": max_chars})]
+
 
 MAX_TEXT_CHARS = 20_000
 MAX_SENTIMENT_TEXTS = 64
 
-ReviewText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+ReviewText = trimmed_text(MAX_TEXT_CHARS)
 # Documents "exactly one of text or texts" in the OpenAPI schema (the validator enforces it).
 EXACTLY_ONE_TEXT_FIELD = [{"required": ["text"]}, {"required": ["texts"]}]
 
@@ -171,7 +181,7 @@ class MidiRequest(BaseModel):
 MAX_TRANSLATE_CHARS = 1_000
 MAX_TRANSLATE_TEXTS = 32
 
-EnglishText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TRANSLATE_CHARS)]
+EnglishText = trimmed_text(MAX_TRANSLATE_CHARS)
 
 
 class TranslateRequest(BaseModel):

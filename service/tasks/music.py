@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from seqserve.characters import CharVocabulary
-from seqserve.generation import GenerationState, read_prompt
+from seqserve.generation import GenerationState, read_prompt, reads_clock
 from service.continuous import ContinuousGenerator
 from service.step_state import StepState
 from service.tasks.base import ServedModel
@@ -44,7 +44,8 @@ class MusicModel(ServedModel):
         await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
         state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.music_max_active)
         ids = np.zeros((self.settings.music_max_active, 1), dtype=np.int64)
-        await asyncio.to_thread(self.step_graph.run, None, {"token": ids, "h": state.h, "c": state.c})
+        feeds = {"token": ids, "h": state.h, "c": state.c} | ({"clock": ids} if reads_clock(self.step_graph) else {})
+        await asyncio.to_thread(self.step_graph.run, None, feeds)
         async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0):
             pass
 

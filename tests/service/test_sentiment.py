@@ -131,6 +131,15 @@ def test_null_is_not_a_text(client):
 
 def test_limits_are_counted_after_trimming(client):
     assert post(client, {"text": "  " + "x" * 20_000 + "  "}).status_code == 200
+    assert post(client, {"text": " \n\t "}).status_code == 422
+
+
+def test_the_schema_states_the_limits_as_the_api_counts_them(client):
+    # maxLength would count the text as sent: the schema would then reject what the API takes.
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SentimentRequest"]["properties"]
+    for text in (schema["text"], schema["texts"]["items"]):
+        assert "maxLength" not in text and text["x-max-length-after-trimming"] == 20_000
+        assert text["pattern"] == r"\S"
 
 
 def test_malformed_json_is_422(client):

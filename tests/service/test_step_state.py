@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from seqserve import bar_clock
 from seqserve.characters import CharVocabulary
 from seqserve.generation import read_prompt
 from seqserve.manifest import Manifest
@@ -36,8 +37,10 @@ def test_bound_state_matches_plain_runs_through_joins_and_leaves(models_dir):
             bound.keep(keep)
             plain.logits, plain.h, plain.c = plain.logits[keep], plain.h[:, keep], plain.c[:, keep]
         ids = rng.integers(0, len(vocabulary), (len(bound), 1))
-        bound.step(ids)
-        plain.logits, plain.h, plain.c = step.run(None, {"token": ids, "h": plain.h, "c": plain.c})
+        clock = rng.integers(0, bar_clock.SIZE, (len(bound), 1)) if bound.reads_clock else None
+        bound.step(ids, clock)
+        feeds = {"token": ids, "h": plain.h, "c": plain.c} | ({"clock": clock} if bound.reads_clock else {})
+        plain.logits, plain.h, plain.c = step.run(None, feeds)
         np.testing.assert_array_equal(bound.logits, plain.logits)
     np.testing.assert_array_equal(bound.host().h, plain.h)
     bound.keep(np.arange(0))

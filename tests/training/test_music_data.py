@@ -38,3 +38,14 @@ def test_data_step(tmp_path):
     bodies = [{re.sub(r"\s+", "", t["abc"].split("\nK:", 1)[1]) for t in read_split(tmp_path / "music" / f"{s}.jsonl.gz")}
               for s in ("train", "validation", "test")]
     assert not (bodies[0] & bodies[1]) and not (bodies[0] & bodies[2]) and not (bodies[1] & bodies[2])
+
+    # The bar clock the model reads counts bars as the strict check measures them.
+    from seqserve.abc import written_bars
+    from seqserve.bar_clock import bar_lengths
+
+    agreeing = total = 0
+    for tune in read_split(tmp_path / "music" / "test.jsonl.gz"):
+        clock, check = bar_lengths(tune["abc"]), [bar.length / 4 for bar in written_bars(tune["abc"])]
+        agreeing += sum(a == b for a, b in zip(clock, check)) if len(clock) == len(check) else 0
+        total += len(check)
+    assert agreeing >= 0.995 * total

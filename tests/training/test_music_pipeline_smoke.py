@@ -31,3 +31,7 @@ def test_smoke_train_export(tmp_path):
     assert [i.shape for i in prompt.inputs][0] == ["batch", "sequence"]
     assert prompt.outputs[0].shape[:2] == ["batch", "sequence"]
     assert [i.shape for i in step.inputs][0] == ["batch", 1]
+    # the bar clock is read beside each character
+    assert [(i.name, i.shape) for i in prompt.inputs][1] == ("clocks", ["batch", "sequence"])
+    assert [(i.name, i.shape) for i in step.inputs][1] == ("clock", ["batch", 1])
+    assert manifest.preprocessing["bar_clock"]["inputs"] == {"prompt": "clocks", "step": "clock"}
