@@ -38,6 +38,16 @@ def build_word_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: i
     return tokenizer
 
 
+def with_extra_words(tokenizer: Tokenizer, extra: Iterable[str]) -> tuple[Tokenizer, int]:
+    """The same word-level tokenizer with `extra` words appended to its vocabulary (every
+    existing id kept); and how many were new."""
+    vocabulary = tokenizer.get_vocab()
+    before = len(vocabulary)
+    for word in extra:
+        vocabulary.setdefault(word, len(vocabulary))
+    return _pipeline(Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=UNK))), len(vocabulary) - before
+
+
 def words(texts: Iterable[str]) -> set[str]:
     """Every word the tokenizer's normaliser and pre-tokeniser produce for these texts."""
     tokenizer = _pipeline(Tokenizer(models.WordLevel(unk_token=UNK)))

@@ -28,7 +28,7 @@ from training.data.transpose import transpositions
 from training.models.music import CharLSTM
 from training.models.sentiment import SentimentLSTM
 from training.models.translate import Translator, source_mask
-from training.tokenizer import build_subword_tokenizer, build_word_tokenizer
+from training.tokenizer import build_subword_tokenizer, build_word_tokenizer, with_extra_words
 
 
 def seed_everything(seed: int) -> None:
@@ -129,12 +129,18 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     train_rows = subsample(splits["train"], settings["train_examples"], settings["seed"])
     validation_rows = subsample(splits["validation"], settings["validation_examples"], settings["seed"])
 
-    tokenizer_path = run_dir / "tokenizer.json"
+    tokenizer_path, words_path = run_dir / "tokenizer.json", run_dir / "vocabulary_sources.json"
     if resume and tokenizer_path.is_file():
         encoder = TextEncoder.from_file(tokenizer_path, TruncationPolicy(token_config["max_tokens"], token_config["head_tokens"]))
+        trained_words = json.loads(words_path.read_text())["from_training_split"]
     else:
         tokenizer = build_word_tokenizer((r["text"] for r in train_rows), token_config["vocab_size"], token_config["min_frequency"])
+        trained_words = tokenizer.get_vocab_size()
+        if token_config.get("pretrained_words"):
+            tokenizer, _ = with_extra_words(tokenizer, sentiment_data.frequent_pretrained_words(token_config["pretrained_words"]))
         tokenizer.save(str(tokenizer_path))
+        words_path.write_text(json.dumps({"from_training_split": trained_words,
+                                          "from_pretrained_vectors_only": tokenizer.get_vocab_size() - trained_words}))
         encoder = TextEncoder(tokenizer, TruncationPolicy(token_config["max_tokens"], token_config["head_tokens"]))
     train_sequences = encoder.token_ids([r["text"] for r in train_rows])
     validation_sequences = encoder.token_ids([r["text"] for r in validation_rows])
@@ -149,6 +155,12 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     initialised = 0
     if model_config.get("pretrained_embeddings") and not resume:
         initialised = load_pretrained_embeddings(model.embedding, encoder)
+    if trained_words < encoder.vocab_size:
+        # Words added from GloVe keep their vectors: they never occur in training, and their
+        # meaning is where GloVe put them, next to the (fine-tuned) words they resemble.
+        frozen = torch.ones(encoder.vocab_size, 1)
+        frozen[trained_words:] = 0
+        model.embedding.weight.register_hook(lambda grad: grad * frozen.to(grad.device))
     model.to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
@@ -159,7 +171,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     evaluated = averaged.module if averaged else model
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0,
-             "pretrained_vectors_used": initialised}
+             "pretrained_vectors_used": initialised, "words_from_pretrained_vectors_only": encoder.vocab_size - trained_words}
     if resume:
         checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
         model.load_state_dict(checkpoint["model"])
@@ -240,6 +252,7 @@ def write_summary(run_dir: Path, state: dict[str, Any], settings: dict[str, Any]
                     else "max_epochs"),
         "train_examples": train_examples, "validation_examples": validation_examples,
         "pretrained_vectors_used": state.get("pretrained_vectors_used") or None,
+        "words_from_pretrained_vectors_only": state.get("words_from_pretrained_vectors_only") or None,
         "history": state["history"],
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")

