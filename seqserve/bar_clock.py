@@ -276,9 +276,9 @@ def _suffix_factor(suffix: str) -> Fraction:
     """`2` -> 2, `/` -> 1/2, `//` -> 1/4, `3/2` -> 3/2, `/4` -> 1/4."""
     if not suffix:
         return Fraction(1)
-    numerator, _, rest = suffix.partition("/")
+    numerator, slash, rest = suffix.partition("/")
     value = Fraction(int(numerator)) if numerator else Fraction(1)
-    if _ == "":
+    if not slash:
         return value
     slashes = 1 + len(rest) - len(rest.lstrip("/"))
     rest = rest.lstrip("/")

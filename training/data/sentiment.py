@@ -157,7 +157,9 @@ def load_embeddings() -> dict[str, np.ndarray]:
 
 def frequent_pretrained_words(count: int) -> list[str]:
     """The `count` most frequent words of GloVe kept by the data step (plain words only)."""
+    kept = load_meta().get("embeddings", {}).get("top_words", 0)
+    if kept < count:
+        raise SystemExit(f"the data step kept GloVe's {kept} most frequent words, not {count}: run "
+                         f"`python -m training data sentiment --set embeddings.top_words={count}`")
     with np.load(data_dir() / "embeddings.npz") as table:
-        if "ranks" not in table:
-            raise SystemExit("the embeddings predate frequent words: run `python -m training data sentiment` again")
         return [w for w, rank in zip(table["words"].tolist(), table["ranks"].tolist()) if rank < count]
