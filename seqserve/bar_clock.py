@@ -21,6 +21,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from seqserve.abc import metre_quarter_length
+
 # The id fed to the model: 0 outside a tune body (headers, between tunes), 1 in a body whose
 # metre or unit cannot be read, then what is left of the bar, in steps of a quarter of the
 # unit length L:, from -OVER_UNITS (a bar already too long) to MAX_UNITS.
@@ -38,12 +40,8 @@ _BROKEN = {">": (Fraction(3, 2), Fraction(1, 2)), ">>": (Fraction(7, 4), Fractio
 
 def metre_length(value: str) -> Fraction | None:
     """A bar's length in whole notes for an M: value (C is 4/4, C| is 2/2), None if unreadable."""
-    value = {"C": "4/4", "C|": "2/2"}.get(value.strip(), value.strip())
-    try:
-        length = Fraction(value)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return length if length > 0 else None
+    quarters = metre_quarter_length(value)
+    return quarters / 4 if quarters else None
 
 
 def clock_id(left: Fraction, unit: Fraction) -> int:
