@@ -150,6 +150,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         "vocab_size": encoder.vocab_size, "embed_dim": model_config["embed_dim"],
         "hidden_size": model_config["hidden_size"], "pad_id": encoder.pad_id,
         "embedding_dropout": model_config["embedding_dropout"], "dropout": model_config["dropout"],
+        "attention_pooling": model_config.get("attention_pooling", False),
     }
     model = SentimentLSTM(**model_args)
     initialised = 0

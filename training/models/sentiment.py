@@ -17,14 +17,18 @@ from training.models.recurrent import reverse_within_length
 
 class SentimentLSTM(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, pad_id: int = 0,
-                 embedding_dropout: float = 0.25, dropout: float = 0.5, num_classes: int = 2):
+                 embedding_dropout: float = 0.25, dropout: float = 0.5, num_classes: int = 2,
+                 attention_pooling: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.forward_lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True)
         self.backward_lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(4 * hidden_size, num_classes)
+        # Optionally a third readout: attention over the valid positions (a learned score per
+        # position, softmax, weighted sum), which can pick out the few words that decide.
+        self.attention = nn.Linear(2 * hidden_size, 1) if attention_pooling else None
+        self.classifier = nn.Linear((6 if attention_pooling else 4) * hidden_size, num_classes)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """input_ids [B, T] (int64, right-padded), lengths [B] (int64, >= 1) -> logits [B, 2]."""
@@ -38,4 +42,8 @@ class SentimentLSTM(nn.Module):
                  < lengths.unsqueeze(1)).unsqueeze(-1)  # [B, T, 1]
         mean = (states * valid).sum(dim=1) / lengths.unsqueeze(1).to(states.dtype)
         peak = states.masked_fill(~valid, float("-inf")).amax(dim=1)
-        return self.classifier(self.dropout(torch.cat([mean, peak], dim=-1)))
+        readouts = [mean, peak]
+        if self.attention is not None:
+            weights = torch.softmax(self.attention(states).masked_fill(~valid, float("-inf")), dim=1)  # [B, T, 1]
+            readouts.append((weights * states).sum(dim=1))
+        return self.classifier(self.dropout(torch.cat(readouts, dim=-1)))
