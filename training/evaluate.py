@@ -80,7 +80,7 @@ def music_test_loss(prompt_session: ort.InferenceSession, text: str, vocabulary,
     ids = vocabulary.encode(text)
     length = len(ids) // streams
     data = ids[: length * streams].reshape(streams, length)
-    clocks = BarClock().read_text(text)[: length * streams].reshape(streams, length)
+    clocks = BarClock().read_text(text)[: length * streams].reshape(streams, length) if reads_clock(prompt_session) else None
     layers, hidden = state_shape(prompt_session)
     h = c = np.zeros((layers, streams, hidden), dtype=np.float32)
     total, count = 0.0, 0
@@ -88,7 +88,7 @@ def music_test_loss(prompt_session: ort.InferenceSession, text: str, vocabulary,
         targets = data[:, start + 1 : start + window + 1]
         window_slice = slice(start, start + targets.shape[1])
         feeds = {"tokens": data[:, window_slice], "h0": h, "c0": c}
-        if reads_clock(prompt_session):
+        if clocks is not None:
             feeds["clocks"] = clocks[:, window_slice]
         logits, h, c = prompt_session.run(None, feeds)
         shifted = logits - logits.max(axis=-1, keepdims=True)
