@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--run-dir", type=Path)
     export.add_argument("--model-dir", type=Path, help="output (default models/<task>/<version>)")
     export.add_argument("--version", default="1")
+    export.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="RUN_DIR",
+                        help="sentiment: average in this run's best checkpoint too (same tokenizer; repeatable)")
 
     evaluate = add("evaluate", "evaluate an exported model on the test split")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
@@ -69,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from training import export
 
         model_dir = args.model_dir or REPO_ROOT / "models" / args.task / args.version
-        getattr(export, f"export_{args.task}")(run_dir, model_dir, version=args.version)
+        if args.ensemble_with and args.task != "sentiment":
+            raise SystemExit("--ensemble-with is for sentiment only")
+        extra = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
+        getattr(export, f"export_{args.task}")(run_dir, model_dir, version=args.version, **extra)
         print(f"wrote {model_dir}")
     elif args.step == "evaluate":
         from training import evaluate

@@ -23,7 +23,7 @@ from seqserve.manifest import DataSource, GraphSpec, Manifest, TensorSpec, file_
 from seqserve.sentiment import LABELS
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training.data import sentiment as sentiment_data
-from training.models.sentiment import SentimentLSTM
+from training.models.sentiment import SentimentEnsemble, SentimentLSTM
 
 OPSET = 18
 PARITY_ATOL = 1e-4
@@ -132,12 +132,21 @@ def check_sentiment_parity(model: SentimentLSTM, session: ort.InferenceSession, 
     return worst
 
 
-def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+def export_sentiment(run_dir: Path, model_dir: Path, version: str, ensemble_with: list[Path] = ()) -> Manifest:
+    """Export the run's best checkpoint; with `ensemble_with`, one graph that averages it with
+    those runs' best checkpoints (which must share its tokenizer)."""
     from training.evaluate import evaluate_sentiment
 
-    model, checkpoint = load_best(run_dir, SentimentLSTM)
+    run_dirs = [run_dir, *ensemble_with]
+    members = [load_best(path, SentimentLSTM) for path in run_dirs]
+    tokenizers = {(path / TOKENIZER_FILE).read_bytes() for path in run_dirs}
+    if len(tokenizers) > 1:
+        raise SystemExit("an ensemble's members must share one tokenizer: "
+                         + ", ".join(str(path / TOKENIZER_FILE) for path in run_dirs) + " differ")
+    model = members[0][0] if len(members) == 1 else SentimentEnsemble([m for m, _ in members]).eval()
+    checkpoint = members[0][1]
     config = checkpoint["config"]
-    training_summary = json.loads((run_dir / "training.json").read_text())
+    summaries = [json.loads((path / "training.json").read_text()) for path in run_dirs]
 
     staging = staging_dir(model_dir)
     shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
@@ -161,8 +170,9 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
         version=version,
         task="sentiment",
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        description="Binary sentiment of English movie reviews: embedding -> bidirectional LSTM -> "
-                    "mean and max pooling over valid positions -> linear.",
+        description=("Binary sentiment of English movie reviews: embedding -> bidirectional LSTM -> "
+                     "pooling over valid positions -> linear"
+                     + (f"; {len(members)} such classifiers, their probabilities averaged." if len(members) > 1 else ".")),
         files=file_entries(staging, [GRAPH_FILE, TOKENIZER_FILE]),
         graphs={"classifier": GraphSpec(file=GRAPH_FILE, inputs=inputs, outputs=outputs)},
         opset=OPSET,
@@ -179,12 +189,22 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str) -> Manifest:
             license=meta["license"], splits=meta["splits"],
             extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings") if k in meta},
         ),
-        hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
-                         "profile": config["profile"]},
-        training=training_summary,
+        hyperparameters=(sentiment_hyperparameters(checkpoint) if len(members) == 1 else
+                         {"ensemble": "mean of the members' probabilities",
+                          "members": [sentiment_hyperparameters(c) for _, c in members]}),
+        training=(summaries[0] if len(members) == 1 else
+                  {"hardware": summaries[0]["hardware"], "seconds": round(sum(s["seconds"] for s in summaries), 1),
+                   "members": summaries}),
         metrics={"parity_max_abs_diff": worst},
     )
     return publish(manifest, staging, model_dir, evaluate_sentiment)
+
+
+def sentiment_hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    config = checkpoint["config"]
+    pretrain = config.get("pretrain", {})
+    return {"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
+            "profile": config["profile"], **({"pretrain": pretrain} if pretrain.get("epochs") else {})}
 
 
 # --- music: a prompt graph and a step graph, each exported in its own process ---------------

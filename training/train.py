@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import random
 import time
@@ -26,7 +27,7 @@ from training.data import sentiment as sentiment_data
 from training.data import translate as translate_data
 from training.data.transpose import transpositions
 from training.models.music import CharLSTM
-from training.models.sentiment import SentimentLSTM
+from training.models.sentiment import ReviewLanguageModel, SentimentLSTM
 from training.models.translate import Translator, source_mask
 from training.tokenizer import build_subword_tokenizer, build_word_tokenizer, with_extra_words
 
@@ -123,7 +124,10 @@ def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[l
 def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
                     device: str = "auto", progress: bool = True) -> dict[str, Any]:
     settings, model_config, token_config = config["train"], config["model"], config["tokenizer"]
-    device_, last_path, best_path = start_run(settings["seed"], run_dir, resume, device)
+    pretraining = config.get("pretrain", {}).get("epochs", 0) > 0
+    # --resume continues the fine-tuning if it has begun, else the language-model pretraining.
+    resume_fine_tuning = resume and not (pretraining and not (run_dir / "last.pt").is_file())
+    device_, last_path, best_path = start_run(settings["seed"], run_dir, resume_fine_tuning, device)
 
     splits = sentiment_data.load_splits()
     train_rows = subsample(splits["train"], settings["train_examples"], settings["seed"])
@@ -154,7 +158,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     }
     model = SentimentLSTM(**model_args)
     initialised = 0
-    if model_config.get("pretrained_embeddings") and not resume:
+    if model_config.get("pretrained_embeddings") and not resume_fine_tuning:
         initialised = load_pretrained_embeddings(model.embedding, encoder)
     if trained_words < encoder.vocab_size:
         # Words added from GloVe keep their vectors: they never occur in training, and their
@@ -163,6 +167,10 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
         frozen[trained_words:] = 0
         model.embedding.weight.register_hook(lambda grad: grad * frozen.to(grad.device))
     model.to(device_)
+    language_model = None
+    if pretraining and not resume_fine_tuning:
+        language_model = pretrain_language_model(model, encoder, train_sequences, encoder.token_ids([r["text"] for r in validation_rows]),
+                                                 config, run_dir, resume, device_, progress)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
     # An exponential moving average of the weights is what gets validated and exported: it
@@ -172,8 +180,9 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     evaluated = averaged.module if averaged else model
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0,
-             "pretrained_vectors_used": initialised, "words_from_pretrained_vectors_only": encoder.vocab_size - trained_words}
-    if resume:
+             "pretrained_vectors_used": initialised, "words_from_pretrained_vectors_only": encoder.vocab_size - trained_words,
+             "language_model_pretraining": language_model}
+    if resume_fine_tuning:
         checkpoint = torch.load(last_path, map_location=device_, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         if averaged:
@@ -240,6 +249,68 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     return {k: v for k, v in summary.items() if k != "history"}
 
 
+def pretrain_language_model(model: SentimentLSTM, encoder: TextEncoder, train_sequences: list[list[int]],
+                            validation_sequences: list[list[int]], config: dict[str, Any], run_dir: Path,
+                            resume: bool, device: torch.device, progress: bool) -> dict[str, Any]:
+    """Train the classifier's embedding and LSTMs as forward and backward language models on
+    the training reviews (their words only, no labels), in place; checkpoint every epoch in
+    pretrain.pt (--resume continues it). Returns the history, with validation perplexity."""
+    spec, seed = config["pretrain"], config["train"]["seed"]
+    cutoffs = [c for c in spec["softmax_cutoffs"] if c < encoder.vocab_size - 1]
+    language_model = ReviewLanguageModel(model, cutoffs, spec["dropout"]).to(device)
+    optimizer = torch.optim.Adam(language_model.parameters(), lr=spec["learning_rate"])
+    path = run_dir / "pretrain.pt"
+    state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
+    if resume and path.is_file():
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+        language_model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        torch.set_rng_state(checkpoint["rng"])
+        print(f"resumed language-model pretraining from {path} after epoch {state['epoch']}")
+
+    def perplexity(sequences: list[list[int]], batch_size: int = 128) -> float:
+        language_model.eval()
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                loss, predicted = language_model(*to_tensors(encoder, [sequences[i] for i in order[start : start + batch_size]], device))
+                total, count = total + loss.item(), count + predicted
+        return math.exp(total / max(count, 1))
+
+    lengths = [len(s) for s in train_sequences]
+    while state["epoch"] < spec["epochs"]:
+        epoch, started = state["epoch"] + 1, time.perf_counter()
+        language_model.train()
+        batches = length_bucketed_batches(list(range(len(train_sequences))), lengths, spec["batch_size"],
+                                          random.Random(seed + 1000 + epoch))
+        bar = tqdm(batches, desc=f"language model {epoch}/{spec['epochs']}", disable=not progress)
+        total, count = 0.0, 0
+        for batch in bar:
+            loss, predicted = language_model(*to_tensors(encoder, [train_sequences[i] for i in batch], device))
+            if not predicted:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            (loss / predicted).backward()
+            nn.utils.clip_grad_norm_(language_model.parameters(), config["train"]["clip_grad_norm"])
+            optimizer.step()
+            total, count = total + loss.item(), count + predicted
+            bar.set_postfix(perplexity=f"{math.exp(total / count):.1f}", refresh=False)
+        bar.close()
+        record = {"epoch": epoch, "train_perplexity": round(math.exp(total / count), 2),
+                  "validation_perplexity": round(perplexity(validation_sequences), 2),
+                  "seconds": round(time.perf_counter() - started, 1)}
+        state["epoch"], state["seconds"] = epoch, state["seconds"] + record["seconds"]
+        state["history"].append(record)
+        torch.save({"model": language_model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                    "rng": torch.get_rng_state()}, path)
+        tqdm.write(f"language model epoch {epoch}: perplexity {record['train_perplexity']} (train), "
+                   f"{record['validation_perplexity']} (validation), {record['seconds']} s")
+    return {"epochs": state["epoch"], "seconds": round(state["seconds"], 1), "softmax_cutoffs": cutoffs,
+            "history": state["history"]}
+
+
 def write_summary(run_dir: Path, state: dict[str, Any], settings: dict[str, Any], device: torch.device,
                   train_examples: int, validation_examples: int, finished: bool) -> dict[str, Any]:
     best = state["history"][state["best_epoch"] - 1]["validation"] if state["best_epoch"] else None
@@ -254,6 +325,7 @@ def write_summary(run_dir: Path, state: dict[str, Any], settings: dict[str, Any]
         "train_examples": train_examples, "validation_examples": validation_examples,
         "pretrained_vectors_used": state.get("pretrained_vectors_used") or None,
         "words_from_pretrained_vectors_only": state.get("words_from_pretrained_vectors_only") or None,
+        "language_model_pretraining": state.get("language_model_pretraining"),
         "history": state["history"],
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
