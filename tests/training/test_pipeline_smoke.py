@@ -78,3 +78,19 @@ def test_smoke_ensemble_export(data_cache, tmp_path):
                               "--model-dir", str(tmp_path / "refused")], cwd=REPO_ROOT, env={**os.environ, **env},
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "share one tokenizer" in refused.stderr
+
+
+def test_resume_continues_language_model_pretraining(data_cache, tmp_path):
+    """Stopped after pretraining, before the classifier's first epoch: --resume picks the
+    pretraining up where its checkpoint left it, then trains the classifier."""
+    env = {"SEQSERVE_CACHE_DIR": str(data_cache)}
+    run_dir = tmp_path / "run"
+    run_cli("training", "train", "sentiment", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "train.max_epochs=0", env=env)
+    assert (run_dir / "pretrain.pt").is_file() and not (run_dir / "last.pt").exists()
+    resumed = run_cli("training", "train", "sentiment", "--profile", "smoke", "--run-dir", str(run_dir),
+                      "--no-progress", "--resume", "--set", "pretrain.epochs=2", "--set", "train.max_epochs=1", env=env)
+    assert "resumed language-model pretraining" in resumed.stdout and "after epoch 1" in resumed.stdout
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert [h["epoch"] for h in summary["language_model_pretraining"]["history"]] == [1, 2]
+    assert summary["epochs_run"] == 1 and (run_dir / "best.pt").is_file()
