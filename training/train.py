@@ -126,7 +126,7 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     settings, model_config, token_config = config["train"], config["model"], config["tokenizer"]
     pretraining = config.get("pretrain", {}).get("epochs", 0) > 0
     # --resume continues the fine-tuning if it has begun, else the language-model pretraining.
-    resume_fine_tuning = resume and not (pretraining and not (run_dir / "last.pt").is_file())
+    resume_fine_tuning = resume and (not pretraining or (run_dir / "last.pt").is_file())
     device_, last_path, best_path = start_run(settings["seed"], run_dir, resume_fine_tuning, device)
 
     splits = sentiment_data.load_splits()
@@ -169,8 +169,8 @@ def train_sentiment(config: dict[str, Any], run_dir: Path, resume: bool = False,
     model.to(device_)
     language_model = None
     if pretraining and not resume_fine_tuning:
-        language_model = pretrain_language_model(model, encoder, train_sequences, encoder.token_ids([r["text"] for r in validation_rows]),
-                                                 config, run_dir, resume, device_, progress)
+        language_model = pretrain_language_model(model, encoder, train_sequences, validation_sequences, config, run_dir,
+                                                 resume, device_, progress)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
     # An exponential moving average of the weights is what gets validated and exported: it
@@ -261,7 +261,9 @@ def pretrain_language_model(model: SentimentLSTM, encoder: TextEncoder, train_se
     optimizer = torch.optim.Adam(language_model.parameters(), lr=spec["learning_rate"])
     path = run_dir / "pretrain.pt"
     state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
-    if resume and path.is_file():
+    if resume and not path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {path} (nor {run_dir / 'last.pt'})")
+    if resume:
         checkpoint = torch.load(path, map_location=device, weights_only=False)
         language_model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
