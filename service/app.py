@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.responses import Response
 
 from service.api import errors
+from service.api.bounded import Drain
 from service.api.middleware import RequestGuard
 from service.api.routes import router
 from service.api.security import AccessControl
@@ -17,6 +20,17 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, but a refused preflight answers in the error shape of every other answer."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return errors.error_response(400, "cors_refused", response.body.decode(), headers=headers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if missing:
             log.warning("not ready: %s", missing)
         yield
-        app.state.draining = True
+        app.state.drain.draining = True
         await registry.close()
 
     app = FastAPI(
@@ -43,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.drain = Drain()  # the server calls app.state.drain.begin(grace) on SIGTERM
     app.include_router(router)
     errors.install(app, settings.retry_after_s)
     known = {route.path for route in router.routes} | {"/docs", "/openapi.json", "/redoc"}
@@ -51,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessControl, api_keys=settings.api_keys, metrics_open=settings.metrics_open,
                        rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes, known_paths=known)

@@ -1,27 +1,33 @@
 """Adaptive micro-batching: concurrent requests share one model run.
 
-Items wait in a bounded queue; one worker takes the first item, then gathers more until the
-batch is full or the first item has waited `max_wait_s` (no wait at all while requests
-arrive further apart than that: company is then unlikely and waiting is pure latency), and
-runs the whole batch in a thread so the event loop stays free. Each item carries a future that gets its own result,
-or the batch's exception: a failing batch fails only the requests in it. A full queue
-refuses at once (QueueFull) instead of letting latency grow without bound.
+Items wait in a fair queue (one FIFO per client, taken round-robin: see service.fairness); one
+worker takes the first item, then gathers more until the batch is full or the first item has
+waited `max_wait_s` (no wait at all while requests arrive further apart than that: company is
+then unlikely and waiting is pure latency), and runs the whole batch in a thread so the event
+loop stays free. Each item carries a future that gets its own result, or the batch's
+exception: a failing batch fails only the requests in it. Admission refuses at once what the
+queue cannot take, what one client may not add, and what could not finish before the request
+deadline, instead of letting latency grow without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
 from service.metrics import Metrics
 from service.request_log import note
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+ANONYMOUS = "-"  # the client of work that names none (warm-up, tests)
 
 
 async def cancel_worker(worker: asyncio.Task | None) -> None:
@@ -34,28 +40,29 @@ async def cancel_worker(worker: asyncio.Task | None) -> None:
             pass
 
 
-class QueueFull(Exception):
-    """The model's queue cannot take these items now; the client should retry later."""
-
-
 @dataclass
 class _Pending(Generic[In]):
     item: In
     future: asyncio.Future
+    client: str = ANONYMOUS
     enqueued: float = field(default_factory=time.perf_counter)
     batch_size: int = 0  # of the batch it ran in
 
 
 class MicroBatcher(Generic[In, Out]):
     def __init__(self, name: str, process: Callable[[list[In]], Sequence[Out]], metrics: Metrics,
-                 max_batch_size: int, max_wait_s: float, max_queue_size: int):
+                 max_batch_size: int, max_wait_s: float, max_queue_size: int,
+                 client_max_queue_size: int | None = None, deadline_s: float = 0.0):
         self.name = name
         self.process = process
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.max_queue_size = max_queue_size
-        self._queue: asyncio.Queue[_Pending[In]] = asyncio.Queue(maxsize=max_queue_size)
+        self.admission = Admission(name, metrics, max_queue_size, client_max_queue_size or max_queue_size, deadline_s)
+        self._waiting: FairQueue[_Pending[In]] = FairQueue()
+        self._arrived = asyncio.Event()
+        self._running: list[_Pending[In]] = []  # the batch in the thread now
+        self.batch_times = StepTimes()  # seconds per batch run, by batch size
         # One thread per model: ONNX Runtime parallelises inside a run already.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._worker: asyncio.Task | None = None
@@ -71,60 +78,83 @@ class MicroBatcher(Generic[In, Out]):
     async def stop(self) -> None:
         await cancel_worker(self._worker)
         self._worker = None
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
+        for pending in self._waiting.clear():
             if not pending.future.done():
                 pending.future.set_exception(QueueFull(f"{self.name} is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit_many(self, items: Sequence[In]) -> list[Out]:
+    def _in_flight(self, client: str | None = None) -> int:
+        running = sum(1 for p in self._running if client is None or p.client == client)
+        return running + (len(self._waiting) if client is None else self._waiting.count(client))
+
+    def estimate_s(self, client: str, items: int) -> tuple[float | None, float | None]:
+        """Seconds until `items` more from `client` would be done: on an idle model, and now
+        (the client's fair share of each batch, behind the batch that is running)."""
+        per_batch = self.batch_times.seconds(self.max_batch_size)
+        if per_batch is None:
+            return None, None
+        alone = math.ceil(items / self.max_batch_size) * per_batch
+        clients = len(set(self._waiting.clients()) | {p.client for p in self._running} | {client})
+        batches = min(math.ceil((self._in_flight(client) + items) / fair_share(self.max_batch_size, clients)),
+                      math.ceil((self._in_flight() + items) / self.max_batch_size))
+        return alone, (batches + (1 if self._running else 0)) * per_batch
+
+    async def submit_many(self, items: Sequence[In], client: str = ANONYMOUS) -> list[Out]:
         """Queue all items or none (a request is never half admitted), then await each result."""
         if self._worker is None:
             raise QueueFull(f"{self.name} is not running")
-        if self._queue.qsize() + len(items) > self.max_queue_size:
-            self.metrics.rejected.labels(self.name).inc(len(items))
-            raise QueueFull(f"{self.name} queue is full ({self.max_queue_size} items)")
+        self.admission.check_room(self._in_flight(), self._in_flight(client), len(items))
+        self.admission.check_deadline(*self.estimate_s(client, len(items)), len(items))
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         self._mean_gap_s = 0.8 * self._mean_gap_s + 0.2 * min(now - self._last_arrival, 1.0)
         self._last_arrival = now
-        pending = [_Pending(item, loop.create_future()) for item in items]
-        for entry in pending:
-            self._queue.put_nowait(entry)
-        self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+        pending = [_Pending(item, loop.create_future(), client) for item in items]
+        self._waiting.push(client, pending)
+        self._arrived.set()
+        self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
         try:
             results = list(await asyncio.gather(*(entry.future for entry in pending)))
             note(batch_size=max(entry.batch_size for entry in pending))
             return results
         finally:
-            # If the caller went away, its items leave the queue's work: the worker skips
-            # futures that are already cancelled.
+            # If the caller went away, its items leave the queue now.
             for entry in pending:
                 entry.future.cancel()
+            self._waiting.remove_if(lambda entry: entry.future.done())
+
+    async def _next(self, deadline: float | None) -> _Pending[In] | None:
+        """The next waiting item (round-robin by client), waiting until `deadline` for one."""
+        while True:
+            entry = self._waiting.pop()
+            if entry is not None:
+                return entry
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return None
 
     async def _next_batch(self) -> list[_Pending[In]]:
-        first = await self._queue.get()
+        first = await self._next(None)
         batch = [first]
         waits = self._mean_gap_s < self.max_wait_s  # company is likely within max_wait_s
         deadline = first.enqueued + (self.max_wait_s if waits else 0.0)
         while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            entry = await self._next(deadline)
+            if entry is None:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(entry)
         return [entry for entry in batch if not entry.future.done()]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
             if not batch:
                 continue
             started = time.perf_counter()
@@ -133,6 +163,7 @@ class MicroBatcher(Generic[In, Out]):
             self.metrics.batch_size.labels(self.name).observe(len(batch))
             for entry in batch:
                 entry.batch_size = len(batch)
+            self._running = batch
             try:
                 results: Any = await loop.run_in_executor(self._executor, self.process, [e.item for e in batch])
                 if len(results) != len(batch):
@@ -146,4 +177,7 @@ class MicroBatcher(Generic[In, Out]):
                     if not entry.future.done():
                         entry.future.set_result(result)
             finally:
-                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
+                self._running = []
+                elapsed = time.perf_counter() - started
+                self.batch_times.observe(len(batch), elapsed)
+                self.metrics.inference_seconds.labels(self.name).observe(elapsed)

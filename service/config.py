@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TASK_NAMES = ("sentiment", "translate", "music")
 
 
 class Settings(BaseSettings):
@@ -38,7 +39,30 @@ class Settings(BaseSettings):
     translate_max_active: int = Field(64, ge=1, le=1024, description="sentences (each with its beams) per decoder step")
     translate_steps_per_hop: int = Field(4, ge=1, le=64, description="decoder steps between admissions")
     max_queue_size: int = Field(512, ge=1, description="items in progress or waiting per model; beyond it: 503")
+    client_max_queue_size: int = Field(
+        256, ge=1, description="items (texts, sentences, streams) one client may have in progress or waiting per "
+                               "model; beyond it: 503. A client is its API key, or its address without keys")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
+
+    expected_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["sentiment", "translate", "music"],
+        description="tasks that must be loaded and warm before /readyz answers 200 (comma-separated)")
+
+    # music21 (tune checks, MIDI) runs in worker processes: a call past its time limit, or whose
+    # client left, kills its worker, and none of it can hold the server past shutdown.
+    music21_workers: int = Field(1, ge=1, le=32, description="worker processes for music21 calls")
+    music21_timeout_s: float = Field(5.0, gt=0, description="time limit of one music21 call")
+
+    # Connections (the HTTP server's own limits; see service/http.py).
+    max_connections: int = Field(
+        1000, ge=1, description="open connections at most (kept below the file-descriptor limit); more are closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="time to send a request's headers; then the connection closes")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next piece of a request body; then 408")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection closes after this")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line and headers at most; larger: 431")
+    forwarded_allow_ips: str = Field(
+        "", description="proxies trusted to set the client address (X-Forwarded-For), comma-separated; "
+                        "empty: none, the peer address is the client")
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0: its default")
@@ -57,9 +81,28 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "expected_models", mode="before")
     @classmethod
     def comma_separated(cls, value):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("expected_models")
+    @classmethod
+    def known_tasks(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(TASK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASK_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def consistent(self) -> "Settings":
+        """Settings that cannot work together are refused here, at start-up, by name."""
+        if self.client_max_queue_size > self.max_queue_size:
+            raise ValueError(f"client_max_queue_size ({self.client_max_queue_size}) is larger than "
+                             f"max_queue_size ({self.max_queue_size})")
+        if self.graceful_shutdown_s and self.music21_timeout_s > self.graceful_shutdown_s:
+            raise ValueError(f"music21_timeout_s ({self.music21_timeout_s:g}) is longer than "
+                             f"graceful_shutdown_s ({self.graceful_shutdown_s:g})")
+        return self

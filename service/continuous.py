@@ -16,48 +16,75 @@ who else was generating.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from seqserve.bar_clock import BarClock
 from seqserve.generation import GenerationState, next_clock_ids, sample_ids
-from service.batching import QueueFull, cancel_worker
+from service.batching import ANONYMOUS, cancel_worker
+from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
 from service.metrics import Metrics
 from service.step_state import StepState
 
-Request = TypeVar("Request")
+
+class HasClient(Protocol):
+    client: str
+
+
+Request = TypeVar("Request", bound=HasClient)
 
 
 class StepLoop(ABC, Generic[Request]):
-    """Admission, the worker task and its thread. At most `max_requests` are in flight (more
-    get QueueFull at once); at most `max_active` are in the batch, the rest wait their turn in
-    arrival order. Subclasses say what a hop does and how results reach their requests."""
+    """Admission, the worker task and its thread. At most `max_requests` are in flight, and
+    `client_max_requests` from one client (more get QueueFull / ClientBusy at once); at most
+    `max_active` are in the batch, the rest wait in a fair queue (round-robin by client).
 
-    def __init__(self, name: str, metrics: Metrics, max_requests: int, max_active: int):
+    Fair shares: while several clients have work, each is owed `max_active / clients` places
+    in the batch. A client below its share joins at the next hop even when the batch is full
+    (up to twice `max_active`), so a client with many long requests in the batch delays
+    another client's request by one hop, not by the length of its searches.
+
+    Subclasses say what a hop does and how results reach their requests, and time each step
+    into `step_times`, which admission uses to refuse work that cannot meet its deadline."""
+
+    def __init__(self, name: str, metrics: Metrics, max_requests: int, max_active: int,
+                 client_max_requests: int | None = None, deadline_s: float = 0.0):
         self.name = name
         self.metrics = metrics
-        self.max_requests = max_requests
         self.max_active = max_active
-        self._waiting: list[Request] = []
+        self.admission = Admission(name, metrics, max_requests, client_max_requests or max_requests, deadline_s)
+        self.step_times = StepTimes()  # seconds per step, by rows in the batch
+        self._waiting: FairQueue[Request] = FairQueue()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"steps-{name}")
         self._worker: asyncio.Task | None = None
 
-    @property
     @abstractmethod
-    def active(self) -> int:
+    def _active_requests(self) -> list[Request]:
         """Requests in the batch now."""
+
+    def _rows(self, request: Request) -> int:
+        """Rows of the step graph a request takes (beams for a beam search)."""
+        return 1
+
+    @property
+    def active(self) -> int:
+        return len(self._active_requests())
 
     @property
     def in_flight(self) -> int:
         return len(self._waiting) + self.active
+
+    def _client_in_flight(self, client: str) -> int:
+        return self._waiting.count(client) + sum(1 for r in self._active_requests() if r.client == client)
 
     @abstractmethod
     def _gone(self, request: Request) -> bool:
@@ -84,30 +111,67 @@ class StepLoop(ABC, Generic[Request]):
         await cancel_worker(self._worker)
         self._worker = None
         self._executor.shutdown(wait=True)  # a hop still running in the thread ends first
-        waiting, self._waiting = self._waiting, []
-        self._fail_all(waiting, QueueFull(f"{self.name} is shutting down"))
+        self._fail_all(self._waiting.clear(), QueueFull(f"{self.name} is shutting down"))
 
-    def _admit(self, requests: list[Request]) -> None:
-        """Queue requests for a coming hop, all or none."""
+    def estimate_s(self, requests: list[Request], steps: int) -> tuple[float | None, float | None]:
+        """Seconds until `requests` (of one client, each needing about `steps` steps) would be
+        done: alone on an idle model, and now (the client's fair share of the batch)."""
+        if not requests:
+            return 0.0, 0.0
+        client, n = requests[0].client, len(requests)
+        rows_each = max(self._rows(r) for r in requests)
+        alone_step = self.step_times.seconds(min(n, self.max_active) * rows_each)
+        active = self._active_requests()
+        busy_rows = sum(self._rows(r) for r in active) + min(n, self.max_active) * rows_each
+        shared_step = self.step_times.seconds(min(busy_rows, 2 * self.max_active * rows_each))
+        if alone_step is None or shared_step is None:
+            return None, None
+        clients = len(set(self._waiting.clients()) | {r.client for r in active} | {client})
+        waves = min(math.ceil((self._client_in_flight(client) + n) / fair_share(self.max_active, clients)),
+                    math.ceil((self.in_flight + n) / self.max_active))
+        return math.ceil(n / self.max_active) * steps * alone_step, waves * steps * shared_step
+
+    def _admit(self, requests: list[Request], steps: int, checked: bool = True) -> None:
+        """Queue requests (of one client) for a coming hop, all or none. Unchecked: warm-up,
+        which must not depend on the queue settings."""
         if self._worker is None:
             raise QueueFull(f"{self.name} is not running")
-        if self.in_flight + len(requests) > self.max_requests:
-            self.metrics.rejected.labels(self.name).inc(len(requests))
-            raise QueueFull(f"{self.name}: {self.in_flight} requests in progress")
-        self._waiting += requests
+        if requests and checked:
+            client = requests[0].client
+            self.admission.check_room(self.in_flight, self._client_in_flight(client), len(requests))
+            self.admission.check_deadline(*self.estimate_s(requests, steps), len(requests))
+        for request in requests:
+            self._waiting.push(request.client, [request])
         self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
         self._wake.set()
+
+    def _joining(self) -> list[Request]:
+        """Who joins the batch at this hop: free places go round-robin by client; a client
+        below its fair share joins even a full batch (up to twice `max_active`)."""
+        per_client = Counter(r.client for r in self._active_requests())
+        clients = len(set(per_client) | set(self._waiting.clients()))
+        share = fair_share(self.max_active, clients)
+        total = sum(per_client.values())
+        joining: list[Request] = []
+
+        def may_join(client: str) -> bool:
+            return total < self.max_active or (per_client[client] < share and total < 2 * self.max_active)
+
+        while (request := self._waiting.pop(may_join)) is not None:
+            joining.append(request)
+            per_client[request.client] += 1
+            total += 1
+        return joining
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._waiting = [r for r in self._waiting if not self._gone(r)]
+            self._waiting.remove_if(self._gone)
             if not self.in_flight:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            room = max(self.max_active - self.active, 0)
-            joining, self._waiting = self._waiting[:room], self._waiting[room:]
+            joining = self._joining()
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._hop, joining)
@@ -122,6 +186,7 @@ class StepLoop(ABC, Generic[Request]):
 
 @dataclass(eq=False)
 class Stream:
+    client: str
     prompt: str
     remaining: int
     temperature: float
@@ -136,8 +201,9 @@ class Stream:
 class ContinuousGenerator(StepLoop[Stream]):
     def __init__(self, name: str, read_prompts: Callable[[str, int], GenerationState], state: StepState,
                  decode: Callable[[list[int]], str], metrics: Metrics, max_streams: int,
-                 max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4):
-        super().__init__(name, metrics, max_streams, max_active)
+                 max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4,
+                 client_max_streams: int | None = None, deadline_s: float = 0.0):
+        super().__init__(name, metrics, max_streams, max_active, client_max_streams, deadline_s)
         self.read_prompts = read_prompts  # (prompt, copies) -> state of `copies` rows
         self.state = state  # the active rows' state, on the step graph's device
         self.decode = decode
@@ -145,18 +211,17 @@ class ContinuousGenerator(StepLoop[Stream]):
         self.steps_per_hop = steps_per_hop
         self._active: list[Stream] = []
 
-    @property
-    def active(self) -> int:
-        return len(self._active)
+    def _active_requests(self) -> list[Stream]:
+        return self._active
 
     def _gone(self, stream: Stream) -> bool:
         return stream.cancelled
 
     def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-               seed: int) -> AsyncIterator[str]:
-        """Admit a stream now (or refuse with QueueFull) and return its chunks."""
-        stream = Stream(prompt, max_length, temperature, top_k, np.random.default_rng(seed))
-        self._admit([stream])
+               seed: int, client: str = ANONYMOUS, checked: bool = True) -> AsyncIterator[str]:
+        """Admit a stream now (or refuse: see StepLoop._admit) and return its chunks."""
+        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed))
+        self._admit([stream], steps=max_length, checked=checked)
         return self._chunks(stream)
 
     async def _chunks(self, stream: Stream) -> AsyncIterator[str]:
@@ -229,7 +294,9 @@ class ContinuousGenerator(StepLoop[Stream]):
                          [x.generator for x in streams])
         self.metrics.batch_size.labels(self.name).observe(len(streams))
         clock = next_clock_ids([s.clock for s in streams], self.decode(ids)) if self.state.reads_clock else None
+        started = time.perf_counter()
         self.state.step(ids[:, None].astype(np.int64), clock)
+        self.step_times.observe(len(streams), time.perf_counter() - started)
         for stream, token in zip(streams, ids.tolist()):
             stream.pending.append(token)
             stream.remaining -= 1

@@ -23,7 +23,11 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.inference_seconds = Histogram("seqserve_inference_seconds", "one batch: encode, run, decode",
                                            ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.rejected = Counter("seqserve_rejected", "items refused because the queue was full", ["model"],
-                                registry=r)
+        self.rejected = Counter("seqserve_rejected", "items refused at admission", ["model"], registry=r)
+        self.refused = Counter("seqserve_refused_requests", "requests refused at admission, by reason "
+                               "(queue_full, client_limit, would_time_out, too_much_work)", ["model", "reason"],
+                               registry=r)
+        self.music21_calls = Counter("seqserve_music21_calls", "music21 calls in worker processes, by outcome "
+                                     "(ok, error, timeout, cancelled)", ["call", "outcome"], registry=r)
         self.model_ready = Gauge("seqserve_model_ready", "1 when the model is loaded and warmed up", ["model"],
                                  registry=r)

@@ -40,6 +40,9 @@ class ModelRegistry:
 
     async def load_all(self) -> None:
         for task, model_dir in newest_versions(self.settings.models_dir).items():
+            if task not in self.settings.expected_models:
+                log.info("model %s not loaded: its task is not in expected_models", model_dir.name)
+                continue
             try:
                 manifest = Manifest.load(model_dir)
                 self.models[task] = TASKS[manifest.task](model_dir, manifest, self.settings, self.metrics)
@@ -51,11 +54,14 @@ class ModelRegistry:
         await asyncio.gather(*(model.load() for model in self.models.values()))
 
     def not_ready(self) -> dict[str, str]:
-        if not self.models and not self.failed:
-            return {"models": f"no model found under {self.settings.models_dir}"}
-        missing = dict(self.failed)
+        """Each expected task that is not loaded and warm, and why, in words a client may read
+        (no absolute paths: the models directory is named as such)."""
+        missing = {task: "no model of this task under the models directory" for task in self.settings.expected_models
+                   if task not in self.models and task not in self.failed}
+        missing.update(self.failed)
         missing.update({task: model.error or "not ready" for task, model in self.models.items() if not model.ready})
-        return missing
+        root = str(self.settings.models_dir.resolve())
+        return {task: why.replace(root, "<models_dir>") for task, why in missing.items()}
 
     def get(self, task: str) -> ServedModel | None:
         return self.models.get(task)

@@ -1,8 +1,10 @@
-"""Dependencies the routes declare: the registry and a ready model of a task."""
+"""Dependencies the routes declare: the registry, a ready model of a task, and the client."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from service.registry import ModelRegistry
 from service.tasks.base import ModelNotReady
@@ -33,3 +35,16 @@ def get_music_model(request: Request) -> MusicModel:
 
 def get_translate_model(request: Request) -> TranslateModel:
     return _ready_model(request, "translate")
+
+
+def get_client(request: Request) -> str:
+    """Who is asking, for fair shares: set by AccessControl (a hash of the API key, or the
+    client address where there are no keys)."""
+    return request.state.client
+
+
+Registry = Annotated[ModelRegistry, Depends(get_registry)]
+Sentiment = Annotated[SentimentModel, Depends(get_sentiment_model)]
+Music = Annotated[MusicModel, Depends(get_music_model)]
+Translate = Annotated[TranslateModel, Depends(get_translate_model)]
+Client = Annotated[str, Depends(get_client)]

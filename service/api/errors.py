@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.bounded import ClientDisconnected, RequestTimeout
-from service.batching import QueueFull
+from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown
+from service.fairness import ClientBusy, QueueFull, TooMuchWork
+from service.music21_workers import Music21Timeout, Music21Unavailable
 from service.tasks.base import ModelNotReady
+
+MAX_FIELDS = 5  # validation errors listed in one answer
+MAX_MESSAGE_CHARS = 300  # of each; nothing a client sent is echoed beyond this
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,10 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _where(loc) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -31,10 +40,18 @@ def _where(loc) -> str:
 def install(app: FastAPI, retry_after_s: int) -> None:
     retry = {"Retry-After": str(retry_after_s)}
 
+    def retry_after(exc: QueueFull) -> dict[str, str]:
+        """The configured Retry-After, or longer when admission estimated how long the work ahead lasts."""
+        return {"Retry-After": str(max(retry_after_s, math.ceil(exc.retry_after_s or 0)))}
+
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"loc": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        errors = exc.errors()
+        fields = [{"loc": [_clip(str(part), 64) if isinstance(part, str) else part for part in e["loc"]],
+                   "message": _clip(e["msg"])} for e in errors[:MAX_FIELDS]]
         message = "; ".join(f"{_where(f['loc'])}: {f['message']}" for f in fields)
+        if len(errors) > MAX_FIELDS:
+            message += f" (and {len(errors) - MAX_FIELDS} more errors)"
         return error_response(422, "validation_error", message, fields=fields)
 
     @app.exception_handler(StarletteHTTPException)
@@ -45,9 +62,29 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(ClientBusy)
+    async def client_busy(_: Request, exc: ClientBusy) -> JSONResponse:
+        return error_response(429, "client_busy", str(exc), headers=retry_after(exc))
+
     @app.exception_handler(QueueFull)
     async def overloaded(_: Request, exc: QueueFull) -> JSONResponse:
-        return error_response(503, "overloaded", str(exc), headers=retry)
+        return error_response(503, "overloaded", str(exc), headers=retry_after(exc))
+
+    @app.exception_handler(TooMuchWork)
+    async def too_much_work(_: Request, exc: TooMuchWork) -> JSONResponse:
+        return error_response(422, "too_much_work", str(exc))
+
+    @app.exception_handler(Music21Timeout)
+    async def too_complex(_: Request, exc: Music21Timeout) -> JSONResponse:
+        return error_response(422, "too_complex", f"this tune is too complex to process: {exc}")
+
+    @app.exception_handler(Music21Unavailable)
+    async def music21_unavailable(_: Request, exc: Music21Unavailable) -> JSONResponse:
+        return error_response(503, "not_ready", str(exc), headers=retry)
+
+    @app.exception_handler(ShuttingDown)
+    async def shutting_down(_: Request, exc: ShuttingDown) -> JSONResponse:
+        return error_response(503, "shutting_down", str(exc), headers=retry)
 
     @app.exception_handler(RequestTimeout)
     async def timed_out(_: Request, exc: RequestTimeout) -> JSONResponse:

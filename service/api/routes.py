@@ -1,34 +1,35 @@
-"""The endpoints of ../shared/API.md."""
+"""The endpoints of docs/API: each translates HTTP to a call on its task's model and back."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
-from typing import Annotated
+import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from seqserve.abc import check_tune, complete_tunes, to_midi
 from service.api import schemas
-from service.api.bounded import RequestTimeout, bounded
-from service.api.deps import get_music_model, get_registry, get_sentiment_model, get_translate_model
-from service.registry import ModelRegistry
+from service.api.bounded import RequestTimeout, ShuttingDown, bounded, bounded_stream
+from service.api.deps import Client, Music, Registry, Sentiment, Translate
+from service.request_log import note
 from service.tasks.music import MusicModel
-from service.tasks.sentiment import SentimentModel
-from service.tasks.translate import TranslateModel
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
+_ERROR = {"model": schemas.ErrorBody}
 ERRORS = {
-    413: {"model": schemas.ErrorBody, "description": "request body too large"},
-    422: {"model": schemas.ErrorBody, "description": "the body breaks the schema; `fields` says where"},
-    503: {"model": schemas.ErrorBody, "description": "queue full or model not ready; see Retry-After"},
+    413: _ERROR | {"description": "request body too large"},
+    422: _ERROR | {"description": "the body breaks the schema (`fields` says where), or the request alone is more "
+                                  "work than the request timeout allows (`too_much_work`)"},
+    429: _ERROR | {"description": "this client has too much work in flight (`client_busy`) or is over its rate "
+                                  "limit; see Retry-After"},
+    503: _ERROR | {"description": "queue full, work ahead past the deadline, timeout, shutting down or model not "
+                                  "ready; see Retry-After"},
 }
 
 
@@ -40,10 +41,9 @@ def _result(prediction) -> schemas.SentimentResult:
 @router.post("/sentiment", tags=["tasks"], responses=ERRORS,
              response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
              summary="Positive or negative, for one review (`text`) or up to 64 (`texts`)")
-async def sentiment(request: Request, body: schemas.SentimentRequest,
-                    model: Annotated[SentimentModel, Depends(get_sentiment_model)]):
+async def sentiment(request: Request, body: schemas.SentimentRequest, model: Sentiment, client: Client):
     texts = [body.text] if body.text is not None else body.texts
-    predictions = await bounded(request, model.classify(texts), model.settings.request_timeout_s)
+    predictions = await bounded(request, model.classify(texts, client), model.settings.request_timeout_s)
     if body.text is not None:
         return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
     return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)
@@ -59,10 +59,9 @@ def _translation(result, return_attention: bool) -> schemas.TranslationResult:
 @router.post("/translate", tags=["tasks"], responses=ERRORS,
              response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
              summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
-async def translate(request: Request, body: schemas.TranslateRequest,
-                    model: Annotated[TranslateModel, Depends(get_translate_model)]):
+async def translate(request: Request, body: schemas.TranslateRequest, model: Translate, client: Client):
     texts = [body.text] if body.text is not None else body.texts
-    results = await bounded(request, model.translate(texts, body.beam_size, body.max_length),
+    results = await bounded(request, model.translate(texts, body.beam_size, body.max_length, client),
                             model.settings.request_timeout_s)
     answers = [_translation(result, body.return_attention) for result in results]
     if body.text is not None:
@@ -71,10 +70,8 @@ async def translate(request: Request, body: schemas.TranslateRequest,
 
 
 async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str]) -> schemas.MusicResponse:
-    tunes = []
-    for tune in complete_tunes(abc):
-        check = await asyncio.to_thread(check_tune, tune)  # music21 parsing takes a while
-        tunes.append(schemas.Tune(abc=tune, title=check.title, valid=check.valid))
+    tunes = [schemas.Tune(abc=t.abc, title=t.title, valid=t.valid, reason=t.reason)
+             for t in await model.check_tunes(abc)]
     return schemas.MusicResponse(abc=abc, tunes=tunes, seed=seed, model=model.manifest.id, ignored_characters=ignored)
 
 
@@ -85,61 +82,62 @@ def _event(name: str, data: dict) -> str:
 @router.post("/generate-music", tags=["tasks"], responses={
     **ERRORS, 200: {"description": "the JSON answer, or with `stream` Server-Sent Events: `chunk` events "
                                    "`{\"text\": ...}` as characters are generated, then one `result` event "
-                                   "carrying the same JSON as the non-streamed answer",
+                                   "carrying the same JSON as the non-streamed answer, or one `error` event "
+                                   "(`timeout`, `shutting_down`, `internal_error`)",
                     "content": {"text/event-stream": {"example": 'event: chunk\ndata: {"text": "T:The "}\n\n'
                                                                 'event: result\ndata: {"abc": "X:1\\nT:The ...", ...}\n\n'}}}},
              response_model=schemas.MusicResponse, summary="Write folk music in ABC notation")
-async def generate_music(request: Request, body: schemas.MusicRequest,
-                         model: Annotated[MusicModel, Depends(get_music_model)]):
+async def generate_music(request: Request, body: schemas.MusicRequest, model: Music, client: Client):
     if body.top_k is not None and body.top_k > len(model.vocabulary):
         raise RequestValidationError([{"loc": ("body", "top_k"), "type": "less_than_equal", "input": body.top_k,
                                        "msg": f"Input should be less than or equal to {len(model.vocabulary)} "
                                               "(the vocabulary size)"}])
     seed = body.seed if body.seed is not None else secrets.randbits(63)
     prompt, ignored = model.clean_prompt(body.prompt)
-    chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed)
+    chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed, client)
     timeout = model.settings.request_timeout_s
-    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
-        async def events():
-            generated, deadline = [], asyncio.get_running_loop().time() + (timeout or float("inf"))
-            try:
-                while True:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    try:
-                        chunk = await asyncio.wait_for(anext(chunks), remaining if timeout else None)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise RequestTimeout(f"no answer within {timeout:g} s (request_timeout_s)") from None
-                    generated.append(chunk)
-                    yield _event("chunk", {"text": chunk})
-                answer = await _music_answer(prompt + "".join(generated), seed, model, ignored)
-            except RequestTimeout as error:
-                await chunks.aclose()
-                yield _event("error", {"error": "timeout", "message": str(error)})
-                return
-            except Exception as error:  # headers are sent: the failure travels as an event
-                log.exception("music stream failed")
-                yield _event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
-                return
-            yield _event("result", answer.model_dump())
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    async def collect() -> list[str]:
-        return [chunk async for chunk in chunks]
+    async def answer(text_chunks) -> schemas.MusicResponse:
+        generated = [chunk async for chunk in text_chunks]
+        return await _music_answer(prompt + "".join(generated), seed, model, ignored)
 
-    generated = await bounded(request, collect(), timeout)
-    return await _music_answer(prompt + "".join(generated), seed, model, ignored)
+    if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
+        return await bounded(request, answer(chunks), timeout)
+
+    async def events():
+        # One deadline (and the shutdown cut) for the generation and the tune check after it.
+        started, sent = time.perf_counter(), []
+        try:
+            async for text in bounded_stream(request, chunks, timeout):
+                sent.append(text)
+                yield _event("chunk", {"text": text})
+            left = max(timeout - (time.perf_counter() - started), 0.001) if timeout else 0
+            result = await bounded(request, _music_answer(prompt + "".join(sent), seed, model, ignored), left)
+        except (RequestTimeout, ShuttingDown) as error:
+            code = "timeout" if isinstance(error, RequestTimeout) else "shutting_down"
+            note(stream_end=code)
+            yield _event("error", {"error": code, "message": str(error)})
+            return
+        except Exception as error:  # headers are sent: the failure travels as an event
+            log.exception("music stream failed")
+            note(stream_end="internal_error")
+            yield _event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
+            return
+        note(stream_end="result")
+        yield _event("result", result.model_dump())
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/generate-music/midi", tags=["tasks"], response_class=Response,
              responses={200: {"content": {"audio/midi": {}}, "description": "a standard MIDI file"},
-                        422: ERRORS[422]},
+                        **ERRORS, 422: _ERROR | {"description": "the body breaks the schema, music21 cannot read "
+                                                               "the tune, or it is too complex (`too_complex`)"}},
              summary="One tune in ABC (e.g. from `tunes[i].abc`) as a MIDI file")
-async def abc_to_midi(body: schemas.MidiRequest) -> Response:
+async def abc_to_midi(request: Request, body: schemas.MidiRequest, model: Music) -> Response:
     try:
-        data = await asyncio.to_thread(to_midi, body.abc)
+        data = await bounded(request, model.to_midi(body.abc), model.settings.request_timeout_s)
     except ValueError as error:
         raise RequestValidationError([{"loc": ("body", "abc"), "type": "value_error", "msg": str(error),
                                        "input": None}]) from error
@@ -155,10 +153,12 @@ async def healthz() -> schemas.HealthResponse:
 @router.get("/readyz", tags=["operations"], response_model=schemas.ReadinessResponse,
             responses={503: {"model": schemas.ReadinessResponse, "description": "names what is not ready"}},
             summary="200 only when every model is loaded and warmed up")
-async def readyz(request: Request, registry: Annotated[ModelRegistry, Depends(get_registry)]):
+async def readyz(request: Request, registry: Registry):
     missing = registry.not_ready()
     models = {task: "ready" for task in registry.models if task not in missing} | missing
-    if missing or getattr(request.app.state, "draining", False):
+    if request.app.state.drain.draining:
+        missing["server"] = models["server"] = "shutting down"
+    if missing:
         body = schemas.ReadinessResponse(status="not ready", models=models)
         return JSONResponse(body.model_dump(), status_code=503,
                             headers={"Retry-After": str(registry.settings.retry_after_s)})
@@ -167,7 +167,7 @@ async def readyz(request: Request, registry: Annotated[ModelRegistry, Depends(ge
 
 @router.get("/v1/models", tags=["operations"], response_model=schemas.ModelsResponse,
             summary="Each model: version, provider in use, signature, file hashes, test metrics")
-async def list_models(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> schemas.ModelsResponse:
+async def list_models(registry: Registry) -> schemas.ModelsResponse:
     return schemas.ModelsResponse(models=[schemas.ModelInfo(**m.describe()) for m in registry.models.values()])
 
 

@@ -1,19 +1,80 @@
-"""Request and response bodies, exactly as ../shared/API.md fixes them."""
+"""Request and response bodies, exactly as ../shared/API.md fixes them.
+
+Validation is bounded: a request body is checked for unknown keys and over-long lists before
+any field is validated (one error, a few names), so no body under the size limit costs more
+than milliseconds, and text limits count the text as the models read it (NFKC-normalised:
+one character can expand to several).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import unicodedata
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from annotated_types import MaxLen
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema,
+                      model_validator)
+from pydantic_core import PydanticCustomError, ValidationError
+
+from seqserve.abc import MAX_TUNE_CHARS
+
+NAMES_SHOWN = 3  # unknown keys named in an error, at most
+NAME_CHARS = 40  # characters of each
+
+
+def _short(name: object) -> str:
+    text = str(name)
+    return text if len(text) <= NAME_CHARS else text[:NAME_CHARS] + "…"
+
+
+def normalised_at_most(max_chars: int):
+    """Refuses a text whose NFKC normalisation (what tokenizers and the character vocabulary
+    read) is longer than `max_chars`; NFKC of a text within the raw limit takes microseconds."""
+
+    def check(text: str | None) -> str | None:
+        if text is not None and len(text) > max_chars // 18 and len(unicodedata.normalize("NFKC", text)) > max_chars:
+            # NFKC expands one character to at most 18; shorter texts cannot exceed the limit
+            raise PydanticCustomError("string_too_long_normalised",
+                                      "String should have at most {max} characters after NFKC normalisation",
+                                      {"max": max_chars})
+        return text
+
+    return AfterValidator(check)
 
 
 def trimmed_text(max_chars: int) -> object:
-    """A text whose limits count it after trimming white space, as API.md fixes them. JSON
-    Schema's minLength and maxLength would count the text as sent (a schema that lets
-    through fewer texts than the API takes), so the schema says "some non-space character"
-    with a pattern, and the upper limit with an extension key."""
+    """A text whose limits count it after trimming white space, as API.md fixes them, and after
+    NFKC normalisation. JSON Schema's minLength and maxLength would count the text as sent (a
+    schema that lets through fewer texts than the API takes), so the schema says "some
+    non-space character" with a pattern, and the upper limit with an extension key."""
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars),
+                     normalised_at_most(max_chars),
                      WithJsonSchema({"type": "string", "pattern": r"\S", "x-max-length-after-trimming": max_chars})]
+
+
+class RequestBody(BaseModel):
+    """A request body: strict types, unknown keys refused. Both checks that could cost time in
+    proportion to a hostile body (one error per unknown key, one per item of a list far over
+    its limit) run first, on the raw JSON, and stop at the first problem."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def cheap_checks_first(cls, data: Any, handler):
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:  # the first few, named (clipped); the errors answer says how many more
+                raise ValidationError.from_exception_data(cls.__name__, [
+                    {"type": "extra_forbidden", "loc": (_short(key),), "input": None} for key in unknown[:NAMES_SHOWN]])
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                limit = next((m.max_length for m in field.metadata if isinstance(m, MaxLen)), None)
+                if isinstance(value, list) and limit is not None and len(value) > limit:
+                    raise ValidationError.from_exception_data(cls.__name__, [{
+                        "type": "too_long", "loc": (name,), "input": None,
+                        "ctx": {"field_type": "List", "max_length": limit, "actual_length": len(value)}}])
+        return handler(data)
 
 
 MAX_TEXT_CHARS = 20_000
@@ -24,10 +85,10 @@ ReviewText = trimmed_text(MAX_TEXT_CHARS)
 EXACTLY_ONE_TEXT_FIELD = [{"required": ["text"]}, {"required": ["texts"]}]
 
 
-class SentimentRequest(BaseModel):
+class SentimentRequest(RequestBody):
     """Exactly one of `text` (one result) or `texts` (1 to 64, results in input order)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+    model_config = ConfigDict(json_schema_extra={
         "oneOf": EXACTLY_ONE_TEXT_FIELD,
         "examples": [{"text": "A gorgeous, patient film; the lead performance is quietly brilliant."},
                      {"texts": ["Loved every minute.", "What a waste of two hours."]}]})
@@ -80,9 +141,10 @@ class ErrorBody(BaseModel):
         "error": "validation_error", "message": "body.text: String should have at least 1 character",
         "fields": [{"loc": ["body", "text"], "message": "String should have at least 1 character"}]}]})
 
-    error: str = Field(description="a stable code: validation_error, payload_too_large, overloaded, not_ready, ...")
+    error: str = Field(description="a stable code: validation_error, payload_too_large, overloaded, client_busy, "
+                                   "too_much_work, too_complex, timeout, shutting_down, not_ready, ...")
     message: str
-    fields: list[dict] | None = Field(None, description="validation errors: where, and what is wrong")
+    fields: list[dict] | None = Field(None, description="validation errors (at most 5): where, and what is wrong")
 
 
 class HealthResponse(BaseModel):
@@ -132,18 +194,19 @@ MAX_PROMPT_CHARS = 5_000
 MAX_MUSIC_LENGTH = 5_000
 
 
-class MusicRequest(BaseModel):
+class MusicRequest(RequestBody):
     """Everything is optional: an empty body starts a new tune with the defaults."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"max_length": 600, "temperature": 0.9, "top_k": 20, "seed": 7},
         {"prompt": "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n", "max_length": 400, "seed": 1},
         {"max_length": 300, "seed": 3, "stream": True}]})
 
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
-                               description="ABC text to continue; default: the start of a new tune (`X:1`). "
-                                           "Characters outside the model's vocabulary are dropped after NFKC "
-                                           "normalisation and listed in `ignored_characters`.")
+    prompt: Annotated[str | None, normalised_at_most(MAX_PROMPT_CHARS)] = Field(
+        None, max_length=MAX_PROMPT_CHARS,
+        description="ABC text to continue, at most 5,000 characters also after NFKC normalisation; default: the "
+                    "start of a new tune (`X:1`). Characters outside the model's vocabulary are dropped after "
+                    "NFKC normalisation and listed in `ignored_characters`.")
     max_length: int = Field(1000, ge=1, le=MAX_MUSIC_LENGTH, description="characters to generate")
     temperature: float = Field(1.0, gt=0, le=2, description="> 0 and <= 2; lower is more conservative")
     top_k: int | None = Field(None, ge=1, description="sample from the k likeliest characters (1 to vocabulary size)")
@@ -154,7 +217,10 @@ class MusicRequest(BaseModel):
 class Tune(BaseModel):
     abc: str
     title: str | None
-    valid: bool = Field(description="X:, T:, M:, L:, K: present; music21 parses it; >= 90% of bars fit M: and L:")
+    valid: bool = Field(description="X:, T:, M:, L:, K: present; music21 parses it; >= 90% of bars fit M: and L:; "
+                                    f"at most {MAX_TUNE_CHARS:,} characters (longer tunes are not checked)")
+    reason: str | None = Field(None, description="why the tune is not valid: '<kind>: <detail>', kind one of "
+                                                 "headers, parse, bars, length, timeout")
 
 
 class MusicResponse(BaseModel):
@@ -171,11 +237,13 @@ class MusicResponse(BaseModel):
     ignored_characters: list[str] = Field(description="prompt characters the model cannot read, dropped")
 
 
-class MidiRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+class MidiRequest(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"abc": "X:1\nT:Example\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"}]})
 
-    abc: str = Field(min_length=1, max_length=20_000, description="one tune in ABC notation")
+    abc: str = Field(min_length=1, max_length=MAX_TUNE_CHARS,
+                     description=f"one tune in ABC notation, at most {MAX_TUNE_CHARS:,} characters (music21's "
+                                 "cost grows faster than the tune: this keeps a conversion near a second)")
 
 
 MAX_TRANSLATE_CHARS = 1_000
@@ -184,10 +252,10 @@ MAX_TRANSLATE_TEXTS = 32
 EnglishText = trimmed_text(MAX_TRANSLATE_CHARS)
 
 
-class TranslateRequest(BaseModel):
+class TranslateRequest(RequestBody):
     """Exactly one of `text` (one result) or `texts` (1 to 32, results in input order)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": EXACTLY_ONE_TEXT_FIELD, "examples": [
+    model_config = ConfigDict(json_schema_extra={"oneOf": EXACTLY_ONE_TEXT_FIELD, "examples": [
         {"text": "I have never been to Spain.", "beam_size": 4},
         {"texts": ["Where is the station?", "Tom bought three books."], "beam_size": 1, "return_attention": True}]})
 

@@ -13,6 +13,9 @@ import hmac
 import math
 import time
 
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
@@ -21,33 +24,21 @@ ALWAYS_OPEN = {"/healthz", "/readyz"}
 DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
-class TokenBucket:
-    """`per_minute` requests a minute, bursts up to the same number."""
-
-    def __init__(self, per_minute: int):
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def take(self) -> float:
-        """0 if a request may pass now, else the seconds until it may."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 class AccessControl:
+    """Also names the client of every request (`scope["state"]["client"]`), which the batchers'
+    fair shares use: a hash of its key, or its address (as uvicorn reports it: the peer, or
+    what a trusted proxy says, see `forwarded_allow_ips`)."""
+
     def __init__(self, app: ASGIApp, api_keys: list[str], metrics_open: bool, rate_limit_per_minute: int):
         self.app = app
         self.keys = [key.encode() for key in api_keys]
         self.open = ALWAYS_OPEN | DOCS | ({"/metrics"} if metrics_open else set())
         self.rate_limit = rate_limit_per_minute
-        self.buckets: dict[str, TokenBucket] = {}
+        # The `limits` library: a sliding-window counter per client, in memory, whose entries
+        # expire with their window (so a stream of new client addresses cannot grow it forever).
+        if rate_limit_per_minute:
+            self.limit = RateLimitItemPerMinute(rate_limit_per_minute)
+            self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     def _key(self, scope: Scope) -> bytes | None:
         headers = dict(scope["headers"])
@@ -63,27 +54,30 @@ class AccessControl:
         return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open or (not self.keys and not self.rate_limit):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        key = self._key(scope)
+        key = self._key(scope) if self.keys else None
+        client = "key:" + hashlib.sha256(key).hexdigest()[:16] if key is not None else _client_address(scope)
+        scope.setdefault("state", {})["client"] = client
+        if scope["path"] in self.open:
+            await self.app(scope, receive, send)
+            return
         if self.keys and (key is None or not self._known(key)):
             message = "missing API key" if key is None else "invalid API key"
             response = error_response(401, "unauthorized", f"{message}: send Authorization: Bearer <key> or X-API-Key",
                                       headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
-        if self.rate_limit:
-            caller = hashlib.sha256(key or b"").hexdigest() if self.keys else _client_address(scope)
-            wait = self.buckets.setdefault(caller, TokenBucket(self.rate_limit)).take()
-            if wait:
-                response = error_response(429, "rate_limited", f"over {self.rate_limit} requests a minute",
-                                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
-                await response(scope, receive, send)
-                return
+        if self.rate_limit and not await self.limiter.hit(self.limit, client):
+            reset_at, _ = await self.limiter.get_window_stats(self.limit, client)
+            response = error_response(429, "rate_limited", f"over {self.rate_limit} requests a minute",
+                                      headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
 def _client_address(scope: Scope) -> str:
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    return f"address:{client[0]}" if client else "address:unknown"

@@ -1,22 +1,37 @@
 """Music task: prompt -> continuous batcher (prompt graph once, then the step graph for all
 active streams together) -> text in chunks, so it can be streamed; a client that goes away
-leaves the batch at the next hop."""
+leaves the batch at the next hop. The complete tunes in an answer are checked, and a tune is
+turned into MIDI, by music21 in worker processes (service.music21_workers), within limits
+that keep the worst accepted call near a second."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
 
+from seqserve.abc import MAX_TUNE_CHARS, check_tune, complete_tunes, header_fields, to_midi
 from seqserve.characters import CharVocabulary
 from seqserve.generation import GenerationState, read_prompt, reads_clock
+from service.batching import ANONYMOUS
 from service.continuous import ContinuousGenerator
+from service.music21_workers import Music21Timeout, Music21Workers
 from service.step_state import StepState
 from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
 CHUNK_CHARS = 32  # characters per streamed event
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    abc: str
+    title: str | None
+    valid: bool
+    reason: str | None  # why it is not valid (None when it is)
 
 
 class MusicModel(ServedModel):
@@ -26,6 +41,7 @@ class MusicModel(ServedModel):
         self.vocabulary = CharVocabulary.load(self.model_dir / self.manifest.preprocessing["vocabulary"])
         self.prompt_graph, self.step_graph = self.sessions["prompt"], self.sessions["step"]
         self.generator: ContinuousGenerator | None = None
+        self.music21 = Music21Workers(self.settings.music21_workers, self.settings.music21_timeout_s, self.metrics)
 
     def read_prompts(self, prompt: str, copies: int) -> GenerationState:
         return read_prompt(self.prompt_graph, self.vocabulary, prompt, batch=copies)
@@ -33,25 +49,36 @@ class MusicModel(ServedModel):
     async def start(self) -> None:
         on_cuda = self.step_graph.get_providers()[0] == "CUDAExecutionProvider"
         state = StepState(self.step_graph, "cuda" if on_cuda else "cpu", self.settings.cuda_device_id)
+        s = self.settings
         self.generator = ContinuousGenerator(self.name, self.read_prompts, state, self.vocabulary.decode,
-                                             self.metrics, max_streams=self.settings.max_queue_size,
-                                             max_active=self.settings.music_max_active, chunk_chars=CHUNK_CHARS,
-                                             steps_per_hop=self.settings.music_steps_per_hop)
+                                             self.metrics, max_streams=s.max_queue_size,
+                                             max_active=s.music_max_active, chunk_chars=CHUNK_CHARS,
+                                             steps_per_hop=s.music_steps_per_hop,
+                                             client_max_streams=s.client_max_queue_size, deadline_s=s.request_timeout_s)
         self.generator.start()
+        self.music21.start()
 
     async def warm_up(self) -> None:
-        """A prompt read, a full batch's step, and one stream through the generator."""
+        """A prompt read, a full batch's step (timed, for admission's estimates), one stream
+        through the generator, and music21 imported in every worker."""
         await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
-        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, self.settings.music_max_active)
-        ids = np.zeros((self.settings.music_max_active, 1), dtype=np.int64)
+        full = self.settings.music_max_active
+        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, full)
+        ids = np.zeros((full, 1), dtype=np.int64)
         feeds = {"token": ids, "h": state.h, "c": state.c} | ({"clock": ids} if reads_clock(self.step_graph) else {})
-        await asyncio.to_thread(self.step_graph.run, None, feeds)
-        async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0):
+        for _ in range(2):  # the first run of a shape is slower; the second is what a step costs
+            started = time.perf_counter()
+            await asyncio.to_thread(self.step_graph.run, None, feeds)
+        self.generator.step_times.observe(full, time.perf_counter() - started)
+        async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0, checked=False):
             pass
+        await self.music21.warm_up()
 
     async def close(self) -> None:
         if getattr(self, "generator", None) is not None:
             await self.generator.stop()
+        if getattr(self, "music21", None) is not None:
+            self.music21.stop()
         self.ready = False
         self.metrics.model_ready.labels(self.name).set(0)
 
@@ -64,8 +91,30 @@ class MusicModel(ServedModel):
         return (kept or NEW_TUNE), dropped
 
     def generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-                 seed: int) -> AsyncIterator[str]:
-        """Admit the request (or refuse it now with QueueFull), then yield the generated text
-        in chunks. The prompt must already be cleaned."""
+                 seed: int, client: str = ANONYMOUS) -> AsyncIterator[str]:
+        """Admit the request (or refuse it now: see StepLoop._admit), then yield the generated
+        text in chunks. The prompt must already be cleaned."""
         self.require_ready()
-        return self.generator.submit(prompt, max_length, temperature, top_k, seed)
+        return self.generator.submit(prompt, max_length, temperature, top_k, seed, client)
+
+    async def check_tunes(self, text: str) -> list[TuneReport]:
+        """The complete tunes in `text`, each checked by the strict validity check. A tune
+        longer than MAX_TUNE_CHARS is reported invalid without running music21 on it."""
+        reports = []
+        for tune in complete_tunes(text):
+            title = header_fields(tune).get("T") or None
+            if len(tune) > MAX_TUNE_CHARS:
+                reports.append(TuneReport(tune, title, False, f"length: over {MAX_TUNE_CHARS:,} characters, not checked"))
+                continue
+            try:
+                check = await self.music21.call(check_tune, tune)
+            except Music21Timeout as error:
+                reports.append(TuneReport(tune, title, False, f"timeout: {error}"))
+                continue
+            reports.append(TuneReport(tune, check.title, check.valid, check.reason))
+        return reports
+
+    async def to_midi(self, tune: str) -> bytes:
+        """One tune (at most MAX_TUNE_CHARS, checked by the schema) as a standard MIDI file;
+        ValueError if music21 cannot read it, Music21Timeout past the time limit."""
+        return await self.music21.call(to_midi, tune)

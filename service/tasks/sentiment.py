@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from seqserve.sentiment import SentimentPrediction, decode, load_encoder
-from service.batching import MicroBatcher
+from service.batching import ANONYMOUS, MicroBatcher
 from service.tasks.base import ServedModel
 
 
@@ -45,17 +46,24 @@ class SentimentModel(ServedModel):
     async def start(self) -> None:
         s = self.settings
         self.batcher = MicroBatcher(self.name, self.predict_batch, self.metrics, s.sentiment_max_batch_size,
-                                    s.sentiment_max_wait_ms / 1000, s.max_queue_size)
+                                    s.sentiment_max_wait_ms / 1000, s.max_queue_size, s.client_max_queue_size,
+                                    s.request_timeout_s)
         self.batcher.start()
 
     async def warm_up(self) -> None:
+        """The smallest and the costliest batch, the latter timed twice (the first run of a
+        shape is slower) for admission's estimates."""
         longest = " ".join(["good"] * self.encoder.truncation.max_tokens)
+        full = self.settings.sentiment_max_batch_size
         await asyncio.to_thread(self.predict_batch, ["fine"])
-        await asyncio.to_thread(self.predict_batch, [longest] * self.settings.sentiment_max_batch_size)
+        for _ in range(2):
+            started = time.perf_counter()
+            await asyncio.to_thread(self.predict_batch, [longest] * full)
+        self.batcher.batch_times.observe(full, time.perf_counter() - started)
 
-    async def classify(self, texts: list[str]) -> list[SentimentPrediction]:
+    async def classify(self, texts: list[str], client: str = ANONYMOUS) -> list[SentimentPrediction]:
         self.require_ready()
-        return await self.batcher.submit_many(texts)
+        return await self.batcher.submit_many(texts, client)
 
     async def close(self) -> None:
         if getattr(self, "batcher", None) is not None:

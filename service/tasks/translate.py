@@ -15,14 +15,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from seqserve.translation import BeamBatch, BeamSearch, Source, SubwordCodec, Translation, describe, prepare_source
+from service.batching import ANONYMOUS
 from service.continuous import StepLoop
 from service.metrics import Metrics
 from service.request_log import note
 from service.tasks.base import ServedModel
 
 
+def expected_steps(text: str, max_length: int, max_source_tokens: int) -> int:
+    """Decoder steps a sentence's search will likely take, for admission (no tokenizing on the
+    event loop): about four characters a subword, a Spanish sentence about as long as its
+    English, with room to spare; never more than max_length."""
+    source_tokens = min(len(text) // 4 + 2, max_source_tokens)
+    return min(max_length, 2 * source_tokens + 10)
+
+
 @dataclass(eq=False)
 class SentenceJob:
+    client: str
     text: str
     beam_size: int
     max_length: int
@@ -35,23 +45,28 @@ class SentenceJob:
 
 class ContinuousTranslator(StepLoop[SentenceJob]):
     def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: Metrics, max_requests: int,
-                 max_active: int, steps_per_hop: int = 1):
-        super().__init__(name, metrics, max_requests, max_active)
+                 max_active: int, steps_per_hop: int = 1, client_max_requests: int | None = None,
+                 deadline_s: float = 0.0):
+        super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s)
         self.batch, self.codec, self.steps_per_hop = batch, codec, steps_per_hop
         self._active: list[SentenceJob] = []
 
-    @property
-    def active(self) -> int:
-        return len(self._active)
+    def _active_requests(self) -> list[SentenceJob]:
+        return self._active
+
+    def _rows(self, job: SentenceJob) -> int:
+        return job.beam_size
 
     def _gone(self, job: SentenceJob) -> bool:
         return job.future.done()  # cancelled: the request went away
 
-    async def translate(self, texts: list[str], beam_size: int, max_length: int) -> list[Translation]:
-        """Admit all sentences or none (QueueFull), then await each translation."""
+    async def translate(self, texts: list[str], beam_size: int, max_length: int, client: str = ANONYMOUS,
+                        checked: bool = True) -> list[Translation]:
+        """Admit all sentences or none (see StepLoop._admit), then await each translation."""
         loop = asyncio.get_running_loop()
-        jobs = [SentenceJob(text, beam_size, max_length, loop.create_future()) for text in texts]
-        self._admit(jobs)
+        jobs = [SentenceJob(client, text, beam_size, max_length, loop.create_future()) for text in texts]
+        steps = max(expected_steps(text, max_length, self.codec.max_source_tokens) for text in texts)
+        self._admit(jobs, steps, checked)
         try:
             results = list(await asyncio.gather(*(job.future for job in jobs)))
             note(batch_size=max(job.batch_size for job in jobs))
@@ -82,7 +97,9 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
             if not self.batch:
                 break
             self.metrics.batch_size.labels(self.name).observe(len(self.batch))
+            rows, started = sum(s.beam_size for s in self.batch.searches), time.perf_counter()
             finished |= {id(search) for search in self.batch.step()}
+            self.step_times.observe(rows, time.perf_counter() - started)
         for job in self._active:
             job.batch_size = max(job.batch_size, busiest)
         done = [job for job in self._active if id(job.search) in finished]
@@ -114,17 +131,20 @@ class TranslateModel(ServedModel):
         s = self.settings
         batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
         self.translator = ContinuousTranslator(self.name, batch, self.codec, self.metrics, s.max_queue_size,
-                                               s.translate_max_active, s.translate_steps_per_hop)
+                                               s.translate_max_active, s.translate_steps_per_hop,
+                                               s.client_max_queue_size, s.request_timeout_s)
         self.translator.start()
 
     async def warm_up(self) -> None:
         """One sentence alone, then a full batch of beam-4 searches."""
-        await self.translator.translate(["Hello."], 1, 8)
-        await self.translator.translate(["I think we should go home now."] * self.settings.translate_max_active, 4, 16)
+        await self.translator.translate(["Hello."], 1, 8, checked=False)
+        await self.translator.translate(["I think we should go home now."] * self.settings.translate_max_active, 4, 16,
+                                        checked=False)
 
-    async def translate(self, texts: list[str], beam_size: int, max_length: int) -> list[Translation]:
+    async def translate(self, texts: list[str], beam_size: int, max_length: int,
+                        client: str = ANONYMOUS) -> list[Translation]:
         self.require_ready()
-        return await self.translator.translate(texts, beam_size, max_length)
+        return await self.translator.translate(texts, beam_size, max_length, client)
 
     async def close(self) -> None:
         if getattr(self, "translator", None) is not None:

@@ -69,10 +69,10 @@ def test_full_queue_refuses_at_once():
         return items
 
     async def scenario():
-        batcher = make(process, max_batch_size=1, max_queue_size=4)
+        batcher = make(process, max_batch_size=1, max_queue_size=5)
         batcher.start()
         first = asyncio.create_task(batcher.submit_many([0]))
-        await asyncio.sleep(0.05)  # the worker holds item 0; the queue is empty again
+        await asyncio.sleep(0.05)  # the worker holds item 0, which still counts as in progress
         queued = asyncio.create_task(batcher.submit_many([1, 2, 3, 4]))
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull):

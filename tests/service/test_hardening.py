@@ -101,7 +101,19 @@ def test_cors_is_off_by_default_and_configurable(client, models_dir):
         assert response.headers["access-control-allow-origin"] == "https://app.example"
 
 
-def test_a_request_over_its_timeout_gets_503_json_and_its_work_is_dropped(models_dir):
+def test_a_request_admission_expects_to_take_too_long_is_refused_before_any_work(models_dir):
+    with make_client(models_dir, request_timeout_s=0.2) as client:
+        response = client.post("/generate-music", json={"max_length": 5000, "seed": 1})
+        assert response.status_code == 422 and response.json()["error"] == "too_much_work"
+        assert "0.2 s request timeout" in response.json()["message"]
+        assert client.app.state.registry.get("music").generator.in_flight == 0
+
+
+def test_a_request_over_its_timeout_gets_503_json_and_its_work_is_dropped(models_dir, monkeypatch):
+    from service.fairness import Admission
+
+    # Admission's estimate can be wrong (a slower machine, a busier moment): the deadline holds anyway.
+    monkeypatch.setattr(Admission, "check_deadline", lambda *args: None)
     with make_client(models_dir, request_timeout_s=0.2) as client:
         response = client.post("/generate-music", json={"max_length": 5000, "seed": 1})
         assert response.status_code == 503 and response.json()["error"] == "timeout"

@@ -1,0 +1,172 @@
+"""Fair shares of a model between clients, and admission that knows what work costs.
+
+A client is its API key (a hash of it), or its address where there are no keys. Every
+batcher keeps the items that wait in a `FairQueue`: one queue per client, served round-robin,
+so a client with hundreds of items waiting delays another client's single item by at most
+one batch (micro-batching) or one hop (continuous batching).
+
+`Admission` refuses up front what cannot be served well, before any of it is computed:
+- more items in flight than the model takes (`max_queue_size`): 503 + Retry-After;
+- more items in flight from one client than `client_max_queue_size`: 429 + Retry-After;
+- work whose estimated finish lies past the request deadline: 503 + Retry-After when it is
+  the work ahead that makes it late, 422 when the request alone could never finish in time.
+The estimate is the client's fair share of the measured speed of the batch (see `StepTimes`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from service.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """The model's queue cannot take these items now; the client should retry later (503)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ClientBusy(QueueFull):
+    """This client already has as much work in flight as one client may (429)."""
+
+
+class TooMuchWork(Exception):
+    """This request alone would not finish before the request deadline, however idle the
+    model is (422: send less, retrying will not help)."""
+
+
+class FairQueue(Generic[T]):
+    """Waiting items, one FIFO per client, taken round-robin across clients."""
+
+    def __init__(self) -> None:
+        self._by_client: OrderedDict[str, deque[T]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[T]:
+        for items in self._by_client.values():
+            yield from items
+
+    def clients(self) -> list[str]:
+        return list(self._by_client)
+
+    def count(self, client: str) -> int:
+        items = self._by_client.get(client)
+        return len(items) if items else 0
+
+    def push(self, client: str, items: list[T]) -> None:
+        self._by_client.setdefault(client, deque()).extend(items)
+        self._size += len(items)
+
+    def pop(self, eligible: Callable[[str], bool] = lambda client: True) -> T | None:
+        """The oldest item of the next eligible client in the rotation (that client then goes
+        to the back of it), or None."""
+        for client in list(self._by_client):
+            if not eligible(client):
+                continue
+            items = self._by_client.pop(client)
+            item = items.popleft()
+            if items:
+                self._by_client[client] = items  # to the back of the rotation
+            self._size -= 1
+            return item
+        return None
+
+    def remove_if(self, gone: Callable[[T], bool]) -> list[T]:
+        removed = []
+        for client in list(self._by_client):
+            items = self._by_client[client]
+            kept = deque(item for item in items if not gone(item))
+            removed += [item for item in items if gone(item)]
+            if kept:
+                self._by_client[client] = kept
+            else:
+                del self._by_client[client]
+        self._size -= len(removed)
+        return removed
+
+    def clear(self) -> list[T]:
+        items = list(self)
+        self._by_client.clear()
+        self._size = 0
+        return items
+
+
+class StepTimes:
+    """Measured seconds per batch run (or per step) by batch size, in buckets of powers of two,
+    each an exponentially weighted mean. An estimate for a batch size with no measurement
+    scales the nearest measured one linearly in size (never below it): cautious, not blind."""
+
+    def __init__(self, smoothing: float = 0.2):
+        self.smoothing = smoothing
+        self._seconds: dict[int, float] = {}
+
+    @staticmethod
+    def _bucket(rows: int) -> int:
+        return 1 << max(0, math.ceil(math.log2(max(rows, 1))))
+
+    def observe(self, rows: int, seconds: float) -> None:
+        bucket = self._bucket(rows)
+        old = self._seconds.get(bucket)
+        self._seconds[bucket] = seconds if old is None else (1 - self.smoothing) * old + self.smoothing * seconds
+
+    def seconds(self, rows: int) -> float | None:
+        if not self._seconds:
+            return None
+        bucket = self._bucket(rows)
+        if bucket in self._seconds:
+            return self._seconds[bucket]
+        nearest = min(self._seconds, key=lambda b: abs(math.log2(b) - math.log2(bucket)))
+        return self._seconds[nearest] * max(1.0, bucket / nearest)
+
+
+class Admission:
+    """The admission rules one model's batcher applies, and their metrics."""
+
+    def __init__(self, name: str, metrics: Metrics, max_items: int, client_max_items: int, deadline_s: float):
+        self.name = name
+        self.metrics = metrics
+        self.max_items = max_items
+        self.client_max_items = client_max_items
+        self.deadline_s = deadline_s  # 0: no deadline
+
+    def check_room(self, in_flight: int, client_in_flight: int, items: int) -> None:
+        if in_flight + items > self.max_items:
+            self._refuse("queue_full", items)
+            raise QueueFull(f"{self.name}: {in_flight} items in progress or waiting (max_queue_size {self.max_items})")
+        if client_in_flight + items > self.client_max_items:
+            self._refuse("client_limit", items)
+            raise ClientBusy(f"{self.name}: this client has {client_in_flight} items in progress or waiting "
+                             f"(client_max_queue_size {self.client_max_items})")
+
+    def check_deadline(self, alone_s: float | None, shared_s: float | None, items: int) -> None:
+        """`alone_s`: the estimate on an idle model; `shared_s`: with the work in flight now."""
+        if not self.deadline_s or alone_s is None or shared_s is None:
+            return
+        if alone_s > self.deadline_s:
+            self._refuse("too_much_work", items)
+            raise TooMuchWork(f"{self.name}: this request alone needs about {alone_s:.0f} s, over the "
+                              f"{self.deadline_s:g} s request timeout; send fewer texts or a smaller "
+                              "beam_size / max_length")
+        if shared_s > self.deadline_s:
+            self._refuse("would_time_out", items)
+            raise QueueFull(f"{self.name}: with the work ahead this request would take about {shared_s:.0f} s, "
+                            f"over the {self.deadline_s:g} s request timeout", retry_after_s=shared_s - self.deadline_s)
+
+    def _refuse(self, reason: str, items: int) -> None:
+        self.metrics.rejected.labels(self.name).inc(items)
+        self.metrics.refused.labels(self.name, reason).inc()
+
+
+def fair_share(capacity: int, clients: int) -> int:
+    """Slots of a batch one client gets while `clients` have work."""
+    return max(1, capacity // max(clients, 1))
