@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     def consistent(self) -> "Settings":
         """Settings that cannot work together are refused here, at start-up, by name."""
         if self.client_max_queue_size > self.max_queue_size:
+            if "client_max_queue_size" not in self.model_fields_set:  # the default follows a smaller queue
+                self.client_max_queue_size = self.max_queue_size
+                return self
             raise ValueError(f"client_max_queue_size ({self.client_max_queue_size}) is larger than "
                              f"max_queue_size ({self.max_queue_size})")
         if self.graceful_shutdown_s and self.music21_timeout_s > self.graceful_shutdown_s:

@@ -112,3 +112,72 @@ def test_device_cuda_without_cuda_keeps_model_not_ready(models_dir):
             pytest.skip("this host runs the model on CUDA")
         assert client.get("/readyz").status_code == 503
         assert "cuda" in models["sentiment"]["error"].lower()
+
+
+@pytest.fixture()
+def sentiment_only(tmp_path, models_dir):
+    target = tmp_path / "models"
+    shutil.copytree(models_dir / "sentiment", target / "sentiment")
+    return target
+
+
+def test_readyz_names_each_expected_model_that_is_missing_without_absolute_paths(sentiment_only):
+    with TestClient(create_app(Settings(models_dir=sentiment_only, device="cpu"))) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        models = response.json()["models"]
+        assert models["sentiment"] == "ready"
+        assert set(models) == {"sentiment", "translate", "music"}
+        assert str(sentiment_only) not in response.text and "/" not in models["translate"]
+    settings = Settings(models_dir=sentiment_only, device="cpu", expected_models=["sentiment"])
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_queue_smaller_than_the_warm_up_batches_still_gets_ready(models_dir):
+    """Warm-up does not go through admission, so a small max_queue_size cannot keep a model cold."""
+    settings = Settings(models_dir=models_dir, device="cpu", max_queue_size=2)
+    assert settings.client_max_queue_size == 2  # the default follows the smaller queue
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        response = client.post("/translate", json={"texts": ["One.", "Two.", "Three."]})
+        assert response.status_code == 503 and response.json()["error"] == "overloaded"
+
+
+def test_settings_that_cannot_work_together_are_refused_by_name():
+    with pytest.raises(ValueError, match="client_max_queue_size"):
+        Settings(max_queue_size=2, client_max_queue_size=5)
+    with pytest.raises(ValueError, match="poetry"):
+        Settings(expected_models=["sentiment", "poetry"])
+
+
+def test_a_refused_cors_preflight_is_json(models_dir):
+    settings = Settings(models_dir=models_dir, device="cpu", cors_origins=["https://app.example"],
+                        expected_models=["sentiment"])
+    with TestClient(create_app(settings)) as client:
+        response = client.options("/sentiment", headers={"Origin": "https://evil.example",
+                                                         "Access-Control-Request-Method": "POST"})
+        assert response.status_code == 400 and response.json()["error"] == "cors_refused"
+        assert "origin" in response.json()["message"].lower()
+
+
+def test_validation_of_a_body_full_of_unknown_keys_is_quick_small_and_names_a_few(client):
+    import json
+    import time
+
+    body = json.dumps({"text": "fine"} | {f"key{i}" + "x" * 5: 1 for i in range(200_000)})
+    started = time.perf_counter()
+    response = client.post("/sentiment", content=body, headers={"content-type": "application/json"})
+    took = time.perf_counter() - started
+    assert response.status_code == 422 and len(response.content) < 2_000
+    assert len(response.json()["fields"]) == 3 and response.json()["fields"][0]["loc"] == ["body", "key0xxxxx"]
+    assert took < 1.0, f"validation took {took:.2f} s"
+    response = client.post("/sentiment", json={"texts": [1] * 500_000})
+    assert response.status_code == 422 and len(response.json()["fields"]) == 1
+
+
+def test_text_limits_count_the_normalised_text(client):
+    expanding = "\u33af" * 5_000  # one character, six after NFKC: 30,000
+    response = client.post("/generate-music", json={"prompt": expanding})
+    assert response.status_code == 422 and "NFKC" in response.json()["message"]
+    assert client.post("/sentiment", json={"text": "\u33af" * 3_000}).status_code == 200

@@ -1,0 +1,151 @@
+"""Fair shares and admission: no client's backlog delays another's single request by more
+than about one batch or hop; work that cannot meet its deadline is refused before it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from service.batching import MicroBatcher
+from service.fairness import Admission, ClientBusy, FairQueue, QueueFull, StepTimes, TooMuchWork
+from service.metrics import Metrics
+
+
+def test_fair_queue_takes_clients_round_robin_and_each_client_in_order():
+    queue: FairQueue[str] = FairQueue()
+    queue.push("a", ["a1", "a2", "a3", "a4"])
+    queue.push("b", ["b1"])
+    queue.push("c", ["c1", "c2"])
+    taken = [queue.pop() for _ in range(len(queue))]
+    assert taken == ["a1", "b1", "c1", "a2", "c2", "a3", "a4"]
+    assert queue.pop() is None and len(queue) == 0
+
+
+def test_fair_queue_skips_clients_that_may_not_take_more():
+    queue: FairQueue[str] = FairQueue()
+    queue.push("a", ["a1", "a2"])
+    queue.push("b", ["b1"])
+    assert queue.pop(lambda client: client != "a") == "b1"
+    assert queue.pop(lambda client: client != "a") is None
+    assert queue.remove_if(lambda item: item == "a2") == ["a2"] and queue.count("a") == 1
+
+
+def test_step_times_estimate_unmeasured_sizes_from_the_nearest_without_going_below_it():
+    times = StepTimes()
+    assert times.seconds(8) is None
+    times.observe(32, 0.010)
+    assert times.seconds(32) == pytest.approx(0.010)
+    assert times.seconds(128) == pytest.approx(0.040)  # scaled up linearly: cautious
+    assert times.seconds(1) == pytest.approx(0.010)  # never below the nearest measurement
+
+
+def test_admission_refuses_by_room_client_and_deadline():
+    admission = Admission("m", Metrics(), max_items=10, client_max_items=4, deadline_s=5)
+    admission.check_room(in_flight=6, client_in_flight=0, items=4)
+    with pytest.raises(QueueFull):
+        admission.check_room(in_flight=7, client_in_flight=0, items=4)
+    with pytest.raises(ClientBusy):
+        admission.check_room(in_flight=0, client_in_flight=3, items=2)
+    admission.check_deadline(alone_s=1, shared_s=4.9, items=1)
+    with pytest.raises(QueueFull) as late:
+        admission.check_deadline(alone_s=1, shared_s=8, items=1)
+    assert late.value.retry_after_s == pytest.approx(3)
+    with pytest.raises(TooMuchWork):
+        admission.check_deadline(alone_s=6, shared_s=6, items=1)
+    admission.check_deadline(alone_s=None, shared_s=None, items=1)  # nothing measured yet: no refusal
+
+
+def test_micro_batches_serve_a_single_request_before_a_hog_s_backlog():
+    """Client A queues 64 items; client B's one item, sent after, runs in the next batch."""
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def process(items):
+        release.wait(5)
+        batches.append(list(items))
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher("m", process, Metrics(), max_batch_size=8, max_wait_s=0.001, max_queue_size=256)
+        batcher.start()
+        hog = asyncio.create_task(batcher.submit_many([f"a{i}" for i in range(64)], client="a"))
+        await asyncio.sleep(0.05)  # A's first batch holds the worker; 56 of A's items wait
+        single = asyncio.create_task(batcher.submit_many(["b"], client="b"))
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(hog, single)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert "b" in batches[1], f"B's item should run in the batch after the running one, ran in {batches}"
+
+
+def test_micro_batcher_refuses_a_client_over_its_share_of_the_queue():
+    async def scenario():
+        release = threading.Event()
+        batcher = MicroBatcher("m", lambda items: (release.wait(5), items)[1], Metrics(), max_batch_size=4,
+                               max_wait_s=0.001, max_queue_size=64, client_max_queue_size=8)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit_many(list(range(8)), client="a"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ClientBusy):
+            await batcher.submit_many([9], client="a")
+        other = await asyncio.wait_for(asyncio.gather(batcher.submit_many([10], client="b"),
+                                                      asyncio.to_thread(release.set)), 5)
+        await first
+        await batcher.stop()
+        return other[0]
+
+    assert asyncio.run(scenario()) == [10]
+
+
+@pytest.fixture(scope="module")
+def translate(client):
+    return client.app.state.registry.get("translate")
+
+
+LONG = ("The committee, which had been meeting every Tuesday since the beginning of the year, finally "
+        "agreed that the old library should be restored rather than demolished, although several members "
+        "worried about the cost. ") * 4
+
+
+def test_a_single_sentence_joins_a_full_batch_of_another_client_s_long_searches(client, translate):
+    """Client A fills the whole batch with long beam-8 searches; client B's sentence joins at
+    the next hop (above max_active) and is answered long before A's searches end."""
+    translator = translate.translator
+
+    async def scenario():
+        hog = asyncio.create_task(translator.translate([LONG] * translator.max_active, 8, 256, client="a",
+                                                       checked=False))
+        while translator.active < translator.max_active:
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        answer = await translator.translate(["Where is the station?"], 1, 32, client="b")
+        waited = time.perf_counter() - started
+        hog_done = hog.done()
+        hog.cancel()
+        return answer, waited, hog_done
+
+    answer, waited, hog_done = client.portal.call(scenario)
+    assert "estación" in answer[0].translation
+    assert not hog_done, "the long searches should still be running when B is answered"
+    assert waited < 5, f"B waited {waited:.1f} s behind A's searches"
+
+
+def test_translation_work_that_cannot_meet_its_deadline_is_refused_up_front(models_dir):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.config import Settings
+
+    settings = Settings(models_dir=models_dir, device="cpu", request_timeout_s=2, expected_models=["translate"])
+    with TestClient(create_app(settings)) as client:
+        body = {"texts": [LONG] * 32, "beam_size": 8, "max_length": 256}
+        started = time.perf_counter()
+        response = client.post("/translate", json=body)
+        assert response.status_code == 422 and response.json()["error"] == "too_much_work"
+        assert time.perf_counter() - started < 0.5, "refused before computing"
+        assert client.post("/translate", json={"text": "Hello."}).status_code == 200
