@@ -73,14 +73,20 @@ def state_shape(prompt_session) -> tuple[int, int]:
     return int(shape[0]), int(shape[2])
 
 
-def read_prompt(prompt_session, vocabulary: CharVocabulary, prompt: str, batch: int = 1) -> GenerationState:
-    """Run the prompt graph once over a cleaned prompt, for `batch` copies of it."""
+def read_prompt(prompt_session, vocabulary: CharVocabulary, prompt: str, batch: int = 1,
+                after: GenerationState | None = None) -> GenerationState:
+    """Run the prompt graph once over a cleaned prompt, for `batch` copies of it. With `after`
+    (the state `batch` copies of the prompt's beginning left), `prompt` is the next piece of a
+    prompt read in pieces: the result is the same as reading the whole at once."""
     layers, hidden = state_shape(prompt_session)
     tokens = np.repeat(vocabulary.encode(prompt)[None, :], batch, axis=0)
-    zeros = np.zeros((layers, batch, hidden), dtype=np.float32)
-    feeds, clocks = {"tokens": tokens, "h0": zeros, "c0": zeros}, None
+    if after is None:
+        h0 = c0 = np.zeros((layers, batch, hidden), dtype=np.float32)
+    else:
+        h0, c0 = after.h, after.c
+    feeds, clocks = {"tokens": tokens, "h0": h0, "c0": c0}, None
     if reads_clock(prompt_session):
-        clock = BarClock()
+        clock = BarClock() if after is None else copy.deepcopy(after.clocks[0])
         feeds["clocks"] = np.repeat(clock.read_text(prompt)[None, :], batch, axis=0)
         clocks = [copy.deepcopy(clock) for _ in range(batch)]
     logits, h, c = prompt_session.run(None, feeds)

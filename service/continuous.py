@@ -198,21 +198,39 @@ class Stream:
     clock: BarClock | None = None  # for a model that reads the bar clock
 
 
+@dataclass(eq=False)
+class PromptRead:
+    """Streams with the same prompt, whose prompt is being read (in pieces, across hops)."""
+
+    prompt: str
+    streams: list[Stream]
+    done_chars: int = 0
+    state: GenerationState | None = None
+
+
+# Prompt characters read per hop, at most (about 70 ms for the 1024-unit LSTM on 2 CPU cores):
+# a long prompt is read in pieces across hops, so it never stalls the streams already writing.
+PROMPT_CHARS_PER_HOP = 512
+
+
 class ContinuousGenerator(StepLoop[Stream]):
-    def __init__(self, name: str, read_prompts: Callable[[str, int], GenerationState], state: StepState,
+    def __init__(self, name: str, read_prompts: Callable[..., GenerationState], state: StepState,
                  decode: Callable[[list[int]], str], metrics: Metrics, max_streams: int,
                  max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4,
-                 client_max_streams: int | None = None, deadline_s: float = 0.0):
+                 client_max_streams: int | None = None, deadline_s: float = 0.0,
+                 prompt_chars_per_hop: int = PROMPT_CHARS_PER_HOP):
         super().__init__(name, metrics, max_streams, max_active, client_max_streams, deadline_s)
-        self.read_prompts = read_prompts  # (prompt, copies) -> state of `copies` rows
+        self.read_prompts = read_prompts  # (prompt piece, copies, after) -> state of `copies` rows
         self.state = state  # the active rows' state, on the step graph's device
         self.decode = decode
         self.chunk_chars = chunk_chars
         self.steps_per_hop = steps_per_hop
+        self.prompt_chars_per_hop = prompt_chars_per_hop
         self._active: list[Stream] = []
+        self._reading: list[PromptRead] = []  # admitted, prompt not yet read: in arrival order
 
     def _active_requests(self) -> list[Stream]:
-        return self._active
+        return self._active + [stream for read in self._reading for stream in read.streams]
 
     def _gone(self, stream: Stream) -> bool:
         return stream.cancelled
@@ -244,9 +262,9 @@ class ContinuousGenerator(StepLoop[Stream]):
                 stream.chunks.put_nowait(None)
 
     def _fail_all(self, joining: list[Stream], error: Exception) -> None:
-        for stream in joining + self._active:
+        for stream in joining + self._active_requests():
             stream.chunks.put_nowait(error)
-        self._active = []
+        self._active, self._reading = [], []
         self.state.keep(np.arange(0))
 
     def _hop(self, joining: list[Stream]) -> list[tuple[Stream, str, bool]]:
@@ -271,15 +289,30 @@ class ContinuousGenerator(StepLoop[Stream]):
         return out
 
     def _join(self, streams: list[Stream]) -> None:
+        """Queue the prompts of joining streams, then read at most `prompt_chars_per_hop`
+        characters of the queued prompts, oldest first; a stream whose prompt is read joins
+        the batch. Identical prompts (a new tune) joining together are read once, as one batch."""
         by_prompt: dict[str, list[Stream]] = defaultdict(list)
         for stream in streams:
             by_prompt[stream.prompt].append(stream)
-        for prompt, group in by_prompt.items():  # identical prompts (a new tune) are read once, as one batch
-            state = self.read_prompts(prompt, len(group))
-            for stream, clock in zip(group, state.clocks or [None] * len(group)):
+        self._reading += [PromptRead(prompt, group) for prompt, group in by_prompt.items()]
+        budget = self.prompt_chars_per_hop
+        while self._reading and budget > 0:
+            read = self._reading[0]
+            if all(stream.cancelled for stream in read.streams):
+                self._reading.pop(0)
+                continue
+            piece = read.prompt[read.done_chars:read.done_chars + budget]
+            read.state = self.read_prompts(piece, len(read.streams), read.state)
+            read.done_chars += len(piece)
+            budget -= len(piece)
+            if read.done_chars < len(read.prompt):
+                break
+            self._reading.pop(0)
+            for stream, clock in zip(read.streams, read.state.clocks or [None] * len(read.streams)):
                 stream.clock = clock
-            self.state.append(state)
-            self._active += group
+            self.state.append(read.state)
+            self._active += read.streams
 
     def _drop(self, rows: list[int]) -> None:
         if not rows:

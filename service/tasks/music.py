@@ -43,8 +43,8 @@ class MusicModel(ServedModel):
         self.generator: ContinuousGenerator | None = None
         self.music21 = Music21Workers(self.settings.music21_workers, self.settings.music21_timeout_s, self.metrics)
 
-    def read_prompts(self, prompt: str, copies: int) -> GenerationState:
-        return read_prompt(self.prompt_graph, self.vocabulary, prompt, batch=copies)
+    def read_prompts(self, prompt: str, copies: int, after: GenerationState | None = None) -> GenerationState:
+        return read_prompt(self.prompt_graph, self.vocabulary, prompt, batch=copies, after=after)
 
     async def start(self) -> None:
         on_cuda = self.step_graph.get_providers()[0] == "CUDAExecutionProvider"

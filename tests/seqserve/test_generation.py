@@ -43,3 +43,23 @@ def test_a_tiny_temperature_is_argmax_not_nan():
     with np.errstate(invalid="raise"):  # no inf - inf, no nan
         picks = sample_ids(logits, 1e-300, None, [np.random.default_rng(s) for s in range(3)])
     assert picks.tolist() == logits.argmax(axis=1).tolist()
+
+
+def test_reading_a_prompt_in_pieces_equals_reading_it_at_once():
+    import onnxruntime as ort
+
+    from seqserve.generation import read_prompt
+    from tests.conftest import served
+
+    version = served("music")
+    session = ort.InferenceSession(str(version / "prompt.onnx"), providers=["CPUExecutionProvider"])
+    vocabulary = CharVocabulary.load(version / "vocabulary.json")
+    prompt = "X:1\nT:Pieces\nM:6/8\nL:1/8\nK:G\nGAB c2d|e2d cBA|" * 4
+    whole = read_prompt(session, vocabulary, prompt, batch=2)
+    state = None
+    for start in range(0, len(prompt), 37):
+        state = read_prompt(session, vocabulary, prompt[start:start + 37], batch=2, after=state)
+    np.testing.assert_allclose(state.logits, whole.logits, atol=1e-4)
+    np.testing.assert_allclose(state.h, whole.h, atol=1e-4)
+    if whole.clocks is not None:
+        assert [c.current() for c in state.clocks] == [c.current() for c in whole.clocks]

@@ -73,3 +73,31 @@ def test_a_stream_whose_client_leaves_is_dropped(client, music):
         return False
 
     assert client.portal.call(run), "the abandoned stream should leave the batch"
+
+
+def test_a_long_prompt_is_read_in_pieces_across_hops_with_the_same_result(client, music):
+    """A 3,000-character prompt read 100 characters a hop gives what reading it at once gives,
+    and a stream already writing keeps getting its characters while the prompt is read."""
+    prompt = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "DEFG ABcd|dcBA GFED|" * 150
+    request = {"max_length": 120, "temperature": 1.0, "top_k": None, "seed": 3}
+    generator = music.generator
+    saved = generator.prompt_chars_per_hop
+
+    async def run(budget: int):
+        generator.prompt_chars_per_hop = budget
+        writer = music.generate("X:1\n", max_length=3000, temperature=1.0, top_k=None, seed=1)
+        await anext(writer)
+        long = asyncio.create_task(collect(music.generate(prompt[:3000], **request)))
+        written_meanwhile = 0
+        while not long.done():
+            written_meanwhile += len(await anext(writer))
+        await writer.aclose()
+        return await long, written_meanwhile
+
+    try:
+        at_once, _ = client.portal.call(run, 10**9)
+        in_pieces, written = client.portal.call(run, 100)
+    finally:
+        generator.prompt_chars_per_hop = saved
+    assert in_pieces == at_once
+    assert written >= 32 * 5, "the running stream should keep writing while the prompt is read"
