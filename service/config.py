@@ -105,7 +105,4 @@ class Settings(BaseSettings):
                 return self
             raise ValueError(f"client_max_queue_size ({self.client_max_queue_size}) is larger than "
                              f"max_queue_size ({self.max_queue_size})")
-        if self.graceful_shutdown_s and self.music21_timeout_s > self.graceful_shutdown_s:
-            raise ValueError(f"music21_timeout_s ({self.music21_timeout_s:g}) is longer than "
-                             f"graceful_shutdown_s ({self.graceful_shutdown_s:g})")
         return self

@@ -41,7 +41,7 @@ class ModelRegistry:
     async def load_all(self) -> None:
         for task, model_dir in newest_versions(self.settings.models_dir).items():
             if task not in self.settings.expected_models:
-                log.info("model %s not loaded: its task is not in expected_models", model_dir.name)
+                log.info("model %s/%s not loaded: its task is not in expected_models", task, model_dir.name)
                 continue
             try:
                 manifest = Manifest.load(model_dir)
