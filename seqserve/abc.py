@@ -18,7 +18,7 @@ MIN_BAR_AGREEMENT = 0.9
 # The longest tune the service checks or turns into MIDI. music21's cost grows faster than the
 # tune (measured on this project's 2-core CPU: 1,000 characters 0.2-0.4 s, 2,000 0.6-1.1 s,
 # 4,000 2.4-3.4 s), so this keeps the worst accepted call near a second. The training tunes
-# are far shorter (see docs).
+# are far shorter: median 252 characters, 99th percentile 615; 2 of 3,071 are longer.
 MAX_TUNE_CHARS = 2_000
 _FIELD = re.compile(r"^([A-Za-z]):\s*(.*?)\s*$")
 
