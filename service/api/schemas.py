@@ -8,6 +8,7 @@ one character can expand to several).
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from typing import Annotated, Any, Literal
 
@@ -63,10 +64,10 @@ class RequestBody(BaseModel):
     @classmethod
     def cheap_checks_first(cls, data: Any, handler):
         if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:  # the first few, named (clipped); the errors answer says how many more
+            if not data.keys() <= cls.model_fields.keys():  # a set operation in C: fast for any number of keys
+                unknown = itertools.islice((key for key in data if key not in cls.model_fields), NAMES_SHOWN)
                 raise ValidationError.from_exception_data(cls.__name__, [
-                    {"type": "extra_forbidden", "loc": (_short(key),), "input": None} for key in unknown[:NAMES_SHOWN]])
+                    {"type": "extra_forbidden", "loc": (_short(key),), "input": None} for key in unknown])
             for name, field in cls.model_fields.items():
                 value = data.get(name)
                 limit = next((m.max_length for m in field.metadata if isinstance(m, MaxLen)), None)

@@ -65,3 +65,49 @@ def test_missing_models_dir_stops_startup_with_a_clear_message(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "absent" in result.stderr
+
+
+def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and_the_process_exits():
+    import os
+
+    port = free_port()
+    env = {**os.environ, "SEQSERVE_GRACEFUL_SHUTDOWN_S": "4", "SEQSERVE_REQUEST_TIMEOUT_S": "300",
+           "SEQSERVE_EXPECTED_MODELS": "music"}
+    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+                                "--device", "cpu"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def stream(seed: int) -> str:
+        with httpx.stream("POST", f"{url}/generate-music", json={"max_length": 5000, "seed": seed, "stream": True},
+                          timeout=30) as response:
+            return "".join(response.iter_text())
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        # Slow the streams down so that they cannot finish in the grace period: many at once.
+        with ThreadPoolExecutor(8) as pool:
+            streams = [pool.submit(stream, seed) for seed in range(8)]
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            bodies = [s.result() for s in streams]
+        assert process.wait(timeout=15) == 0
+        exited_after = time.monotonic() - stopped_at
+        cut = [b for b in bodies if '"error": "shutting_down"' in b.strip().splitlines()[-1]]
+        finished = [b for b in bodies if b.strip().splitlines()[-2] == "event: result"]
+        assert cut and len(cut) + len(finished) == len(bodies), bodies[0][-300:]
+        assert exited_after < 4 + 2, f"exited {exited_after:.1f} s after SIGTERM (grace 4 s)"
+        records = [json.loads(line) for line in process.stdout.read().decode().splitlines() if line.strip()]
+        access = [r for r in records if r["logger"] == "seqserve.access" and r["route"] == "/generate-music"]
+        assert sum(r.get("stream_end") == "shutting_down" for r in access) == len(cut)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
