@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown
 from service.fairness import ClientBusy, QueueFull, TooMuchWork
@@ -56,6 +57,8 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):  # the body never came (the client left, or the body timeout)
+            return error_response(499, "client_closed_request", "the client closed the connection before its body ended")
         if exc.status_code == 400:  # a body FastAPI could not even parse (e.g. not UTF-8): still a body error
             message = f"body: {exc.detail}"
             return error_response(422, "validation_error", message, fields=[{"loc": ["body"], "message": str(exc.detail)}])
