@@ -118,10 +118,12 @@ class MicroBatcher(Generic[In, Out]):
             note(batch_size=max(entry.batch_size for entry in pending))
             return results
         finally:
-            # If the caller went away, its items leave the queue now.
-            for entry in pending:
+            # If the caller went away, its items still waiting leave the queue now.
+            abandoned = [entry for entry in pending if not entry.future.done()]
+            for entry in abandoned:
                 entry.future.cancel()
-            self._waiting.remove_if(lambda entry: entry.future.done())
+            if abandoned:
+                self._waiting.remove_if(lambda entry: entry.future.cancelled())
 
     async def _next(self, deadline: float | None) -> _Pending[In] | None:
         """The next waiting item (round-robin by client), waiting until `deadline` for one."""

@@ -83,8 +83,9 @@ class FairQueue(Generic[T]):
 
     def remove_if(self, gone: Callable[[T], bool]) -> list[T]:
         removed = []
-        for client in list(self._by_client):
-            items = self._by_client[client]
+        for client, items in list(self._by_client.items()):
+            if not any(gone(item) for item in items):
+                continue
             kept = deque(item for item in items if not gone(item))
             removed += [item for item in items if gone(item)]
             if kept:
