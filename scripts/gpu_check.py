@@ -22,6 +22,7 @@ from seqserve.bar_clock import SIZE as BAR_CLOCK_SIZE  # noqa: E402
 from seqserve.bar_clock import BarClock  # noqa: E402
 from seqserve.generation import next_clock_ids, reads_clock  # noqa: E402
 from seqserve.tokenization import TextEncoder, TruncationPolicy  # noqa: E402
+from seqserve.manifest import newest_version_dir  # noqa: E402
 from seqserve.translation import SubwordCodec, beam_search  # noqa: E402
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -29,11 +30,6 @@ REVIEWS = ["A gorgeous, patient film.", "What a waste of two hours; the plot mak
            "is wooden.", "fine"] * 11
 SENTENCES = ["I have never been to Spain.", "Where is the station?", "Tom bought three books yesterday.",
              "She told me that she would come back before nine o'clock tonight."] * 8
-
-
-def newest(task_dir: Path) -> Path:
-    versions = [p for p in task_dir.iterdir() if (p / "manifest.json").is_file()]
-    return max(versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
 def sessions(model_dir: Path, manifest: dict, provider: str) -> dict[str, ort.InferenceSession]:
@@ -160,7 +156,7 @@ def main() -> int:
         print(f"no {device} in onnxruntime {ort.__version__}: {report['available_providers']}")
         return 1
     for task_dir in sorted(p for p in args.models_dir.iterdir() if p.name in CHECKS):
-        model_dir = newest(task_dir)
+        model_dir = newest_version_dir(task_dir)
         manifest = json.loads((model_dir / "manifest.json").read_text())
         cpu, gpu = sessions(model_dir, manifest, CPU), sessions(model_dir, manifest, device)
         report["models"][f"{task_dir.name}/{model_dir.name}"] = {"provider": gpu[next(iter(gpu))].get_providers()[0],

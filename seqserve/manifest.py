@@ -103,7 +103,9 @@ def newest_version_dir(task_dir: Path) -> Path | None:
     """The newest version under `<models>/<task>/` that has a manifest; numeric versions
     compare as numbers (as in Triton's model repository), others after them by name."""
     task_dir = Path(task_dir)
-    versions = [v for v in task_dir.iterdir() if (v / MANIFEST_NAME).is_file()] if task_dir.is_dir() else []
+    # Hidden folders are a version being written (or left by a killed export): never served.
+    versions = [v for v in task_dir.iterdir() if not v.name.startswith(".") and (v / MANIFEST_NAME).is_file()] \
+        if task_dir.is_dir() else []
     if not versions:
         return None
     return max(versions, key=lambda v: (v.name.isdigit(), int(v.name) if v.name.isdigit() else 0, v.name))

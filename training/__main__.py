@@ -2,22 +2,35 @@
 
     python -m training data sentiment             fetch, clean and split the data (cache)
     python -m training train sentiment            train (checkpoint every epoch; --resume)
-    python -m training export sentiment           export to ONNX under models/, checked
+    python -m training export sentiment           export to ONNX as the next version under models/, checked
     python -m training evaluate sentiment --json  evaluate the exported ONNX model
 
 Tasks: sentiment, music, translate.
+
+`export` writes models/<task>/<N+1>/, N being the highest version there (1 if none), and
+never replaces an existing version unless given --force. The service serves the highest
+version of each task. models/ is SEQSERVE_MODELS_DIR when set (as for the service).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from training.config import REPO_ROOT, load_config, runs_dir
+from seqserve.manifest import newest_version_dir
+from training.config import load_config, models_dir, runs_dir
 
 TASKS = ("sentiment", "music", "translate")
+
+
+def version_number(text: str) -> str:
+    """A model version as the service orders them: a positive integer."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return str(int(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     export = add("export", "export the best checkpoint to ONNX and write the model version")
     export.add_argument("--run-dir", type=Path)
-    export.add_argument("--model-dir", type=Path, help="output (default models/<task>/<version>)")
-    export.add_argument("--version", default="1")
+    export.add_argument("--model-dir", type=Path,
+                        help="output folder (default models/<task>/<version>); its name is the default version")
+    export.add_argument("--version", type=version_number,
+                        help="version to write (default: one more than the highest under models/<task>/, 1 if none); "
+                             "an existing version is refused unless --force")
+    export.add_argument("--force", action="store_true",
+                        help="replace the version if it exists (the old one is removed only once the new one "
+                             "is in place)")
     export.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="RUN_DIR",
                         help="sentiment: average in this run's best checkpoint too (same tokenizer; repeatable)")
 
@@ -70,16 +89,47 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "export":
         from training import export
 
-        model_dir = args.model_dir or REPO_ROOT / "models" / args.task / args.version
         if args.ensemble_with and args.task != "sentiment":
             raise SystemExit("--ensemble-with is for sentiment only")
+        if args.model_dir:
+            model_dir = args.model_dir.absolute()
+            version = args.version or model_dir.name
+        else:
+            if args.profile == "smoke" and not args.force and "SEQSERVE_MODELS_DIR" not in os.environ:
+                raise SystemExit("a smoke model exported into the repository's models/ would become the version the "
+                                 "service serves: pass --model-dir or SEQSERVE_MODELS_DIR (or --force to do it anyway)")
+            version = args.version or export.next_version(models_dir() / args.task)
+            model_dir = models_dir() / args.task / version
+
+        def refused(error: export.VersionExists) -> SystemExit:
+            hint = "" if args.model_dir else \
+                f" Or leave out --version to write the next free version, {export.next_version(model_dir.parent)}."
+            return SystemExit(f"{error}{hint}")
+
+        try:
+            export.check_target(model_dir, args.force)  # before any work
+        except export.VersionExists as error:
+            raise refused(error) from None
+        replacing = model_dir.exists()
+        print(f"exporting {args.task} version {version} to {model_dir}"
+              + (" (replacing the version there, --force)" if replacing else ""), flush=True)
         extra = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
-        getattr(export, f"export_{args.task}")(run_dir, model_dir, version=args.version, **extra)
-        print(f"wrote {model_dir}")
+        try:
+            getattr(export, f"export_{args.task}")(run_dir, model_dir, version=version, force=args.force, **extra)
+        except export.VersionExists as error:  # appeared while exporting
+            raise refused(error) from None
+        print(f"wrote {args.task} version {version} to {model_dir}" + (" (replaced the old one)" if replacing else ""))
+        served = newest_version_dir(model_dir.parent)
+        if served is not None and served.resolve() == model_dir.resolve():
+            print(f"the service serves the highest version of each task: this one, {args.task}/{served.name} "
+                  f"under {model_dir.parent} (a running service picks it up when restarted)")
+        else:
+            print(f"note: the service serves the highest version of each task, which under {model_dir.parent} "
+                  f"is {served.name if served else 'none'}, not this one")
     elif args.step == "evaluate":
         from training import evaluate
 
-        model_dir = args.model_dir or evaluate.newest_model_dir(REPO_ROOT / "models" / args.task)
+        model_dir = args.model_dir or evaluate.newest_model_dir(models_dir() / args.task)
         metrics = getattr(evaluate, f"evaluate_{args.task}")(model_dir, limit=args.limit)
         if args.json:
             print(json.dumps(metrics, indent=2))

@@ -23,6 +23,12 @@ def runs_dir() -> Path:
     return Path(os.environ.get("SEQSERVE_RUNS_DIR", REPO_ROOT / "runs")).expanduser()
 
 
+def models_dir() -> Path:
+    """Where `<task>/<version>/` model versions live: the repository's models/ unless
+    SEQSERVE_MODELS_DIR says otherwise (the variable the service reads its models from)."""
+    return Path(os.environ.get("SEQSERVE_MODELS_DIR") or REPO_ROOT / "models").expanduser()
+
+
 def load_config(task: str, profile: str = "full", overrides: list[str] = ()) -> dict[str, Any]:
     """The task's config with the profile's sections merged over the defaults, then
     `section.key=value` overrides (values parsed as TOML, else taken as strings)."""

@@ -1,5 +1,11 @@
 """Export step: best checkpoint -> ONNX graph + tokenizer + manifest under models/<task>/<version>/.
 
+An export never destroys a model: by default it writes the next free version (one more than
+the highest under models/<task>/), and it refuses a version that already exists unless told
+to replace it (`force`). The version is built in a temporary sibling folder and renamed into
+place only once it is complete; a replaced version is moved aside first and removed only
+after the new one is in place. The service serves the highest version of each task.
+
 Every export is checked before it is written as a version: `onnx.checker`, every declared
 dynamic axis still symbolic, and ONNX Runtime agreeing with torch at batch 1, length 1 and
 on ragged batches. Export each model in its own process (the CLI does): exporting several
@@ -11,6 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +28,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from seqserve.manifest import DataSource, GraphSpec, Manifest, TensorSpec, file_entries
+from seqserve.manifest import DataSource, GraphSpec, Manifest, TensorSpec, file_entries, newest_version_dir
 from seqserve.sentiment import LABELS
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training.data import sentiment as sentiment_data
@@ -78,23 +87,69 @@ def signature(graph: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec
     return [spec(v) for v in graph.graph.input], [spec(v) for v in graph.graph.output]
 
 
-def staging_dir(model_dir: Path) -> Path:
-    """An empty folder beside the version: the version appears only once everything passed."""
-    staging = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
+class VersionExists(FileExistsError):
+    """The version to write is already there and replacing it was not asked for."""
 
 
-def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate) -> Manifest:
-    """Evaluate the staged graphs, write their metrics into the manifest, then move the
-    staged folder into place as the version."""
+def next_version(task_dir: Path) -> str:
+    """One more than the highest numeric version under `task_dir` (as the service finds
+    versions: `newest_version_dir`), "1" if there is none; never a name already taken."""
+    newest = newest_version_dir(task_dir)
+    number = int(newest.name) + 1 if newest is not None and newest.name.isdigit() else 1
+    while (Path(task_dir) / str(number)).exists():  # e.g. a folder without a manifest
+        number += 1
+    return str(number)
+
+
+def check_target(model_dir: Path, force: bool = False) -> None:
+    """Refuse to write over an existing version unless `force`."""
+    model_dir = Path(model_dir)
+    if (model_dir.exists() or model_dir.is_symlink()) and not force:
+        raise VersionExists(f"{model_dir} already exists: refusing to replace that version. Pass --force to replace it.")
+
+
+@contextmanager
+def staged(model_dir: Path, force: bool = False) -> Iterator[Path]:
+    """An empty temporary folder beside the version, to build it in; `publish` renames it
+    into place. Refuses at once (before any export work) if the version exists and not
+    `force`. Whatever is left of the folder is removed on the way out, failure or not."""
+    model_dir = Path(model_dir)
+    check_target(model_dir, force)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    # not tempfile.mkdtemp: its mode 0700 would become the version's, unreadable to a service run as another user
+    staging = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.partial")
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone once published
+
+
+def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callable[[Path], dict[str, Any]],
+            force: bool = False) -> Manifest:
+    """Evaluate the staged graphs, write their metrics into the manifest, then rename the
+    staged folder into place as the version. An existing version is refused unless `force`;
+    then it is moved aside, and removed only after the new version is in place (put back if
+    that rename fails). Nothing is deleted before the new version is complete."""
+    model_dir = Path(model_dir)
     manifest.save(staging)
     manifest.metrics |= evaluate(staging)
     manifest.save(staging)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    staging.rename(model_dir)
+    check_target(model_dir, force)  # again: it may have appeared while exporting
+    if not (model_dir.exists() or model_dir.is_symlink()):
+        staging.rename(model_dir)  # fails, rather than replace it, if a version appeared since
+        return manifest
+    aside = model_dir.with_name(f".{model_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
+    model_dir.rename(aside)
+    try:
+        staging.rename(model_dir)
+    except BaseException:
+        aside.rename(model_dir)
+        raise
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink()
     return manifest
 
 
@@ -132,7 +187,8 @@ def check_sentiment_parity(model: SentimentLSTM, session: ort.InferenceSession, 
     return worst
 
 
-def export_sentiment(run_dir: Path, model_dir: Path, version: str, ensemble_with: list[Path] = ()) -> Manifest:
+def export_sentiment(run_dir: Path, model_dir: Path, version: str, ensemble_with: list[Path] = (),
+                     force: bool = False) -> Manifest:
     """Export the run's best checkpoint; with `ensemble_with`, one graph that averages it with
     those runs' best checkpoints (which must share its tokenizer)."""
     from training.evaluate import evaluate_sentiment
@@ -148,58 +204,59 @@ def export_sentiment(run_dir: Path, model_dir: Path, version: str, ensemble_with
     config = checkpoint["config"]
     summaries = [json.loads((path / "training.json").read_text()) for path in run_dirs]
 
-    staging = staging_dir(model_dir)
-    shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    truncation = TruncationPolicy(config["tokenizer"]["max_tokens"], config["tokenizer"]["head_tokens"])
-    encoder = TextEncoder.from_file(staging / TOKENIZER_FILE, truncation)
+    with staged(model_dir, force) as staging:
+        shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        truncation = TruncationPolicy(config["tokenizer"]["max_tokens"], config["tokenizer"]["head_tokens"])
+        encoder = TextEncoder.from_file(staging / TOKENIZER_FILE, truncation)
 
-    # The example's batch and length must differ from 1 so the exporter cannot specialise them.
-    example = tuple(torch.from_numpy(a) for a in encoder.encode(["a fine film", "not good at all , sadly"]))
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
-    batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
-    graph = export_graph(model, example, staging / GRAPH_FILE, ["input_ids", "lengths"], ["logits"],
-                         {"input_ids": {0: batch, 1: sequence}, "lengths": {0: batch}})
-    check_symbolic_axes(graph, dynamic)
-    parity_texts = [row["text"] for row in sentiment_data.load_splits()["validation"][:6]] + ["Loved it!"]
-    worst = check_sentiment_parity(model, cpu_session(staging / GRAPH_FILE), encoder, parity_texts)
-    inputs, outputs = signature(graph)
+        # The example's batch and length must differ from 1 so the exporter cannot specialise them.
+        example = tuple(torch.from_numpy(a) for a in encoder.encode(["a fine film", "not good at all , sadly"]))
+        dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
+        batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
+        graph = export_graph(model, example, staging / GRAPH_FILE, ["input_ids", "lengths"], ["logits"],
+                             {"input_ids": {0: batch, 1: sequence}, "lengths": {0: batch}})
+        check_symbolic_axes(graph, dynamic)
+        parity_texts = [row["text"] for row in sentiment_data.load_splits()["validation"][:6]] + ["Loved it!"]
+        worst = check_sentiment_parity(model, cpu_session(staging / GRAPH_FILE), encoder, parity_texts)
+        inputs, outputs = signature(graph)
 
-    meta = sentiment_data.load_meta()
-    manifest = Manifest(
-        name="sentiment",
-        version=version,
-        task="sentiment",
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        description=("Binary sentiment of English movie reviews: embedding -> bidirectional LSTM -> "
-                     "pooling over valid positions -> linear"
-                     + (f"; {len(members)} such classifiers, their probabilities averaged." if len(members) > 1 else ".")),
-        files=file_entries(staging, [GRAPH_FILE, TOKENIZER_FILE]),
-        graphs={"classifier": GraphSpec(file=GRAPH_FILE, inputs=inputs, outputs=outputs)},
-        opset=OPSET,
-        torch_version=torch.__version__,
-        onnx_version=onnx.__version__,
-        preprocessing={
-            "tokenizer": TOKENIZER_FILE,
-            "max_tokens": truncation.max_tokens,
-            "head_tokens": truncation.head_tokens,
-            "labels": list(LABELS),
-        },
-        data=DataSource(
-            package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
-            license=meta["license"], splits=meta["splits"],
-            extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings") if k in meta},
-        ),
-        hyperparameters=(sentiment_hyperparameters(checkpoint) if len(members) == 1 else
-                         {"ensemble": "mean of the members' probabilities",
-                          "members": [sentiment_hyperparameters(c) for _, c in members]}),
-        training=(summaries[0] if len(members) == 1 else
-                  {"hardware": summaries[0]["hardware"], "members": summaries,
-                   # every member's training, language-model pretraining included
-                   "seconds": round(sum(s["seconds"] + (s.get("language_model_pretraining") or {}).get("seconds", 0)
-                                        for s in summaries), 1)}),
-        metrics={"parity_max_abs_diff": worst},
-    )
-    return publish(manifest, staging, model_dir, evaluate_sentiment)
+        meta = sentiment_data.load_meta()
+        manifest = Manifest(
+            name="sentiment",
+            version=version,
+            task="sentiment",
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            description=("Binary sentiment of English movie reviews: embedding -> bidirectional LSTM -> "
+                         "pooling over valid positions -> linear"
+                         + (f"; {len(members)} such classifiers, their probabilities averaged."
+                            if len(members) > 1 else ".")),
+            files=file_entries(staging, [GRAPH_FILE, TOKENIZER_FILE]),
+            graphs={"classifier": GraphSpec(file=GRAPH_FILE, inputs=inputs, outputs=outputs)},
+            opset=OPSET,
+            torch_version=torch.__version__,
+            onnx_version=onnx.__version__,
+            preprocessing={
+                "tokenizer": TOKENIZER_FILE,
+                "max_tokens": truncation.max_tokens,
+                "head_tokens": truncation.head_tokens,
+                "labels": list(LABELS),
+            },
+            data=DataSource(
+                package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
+                license=meta["license"], splits=meta["splits"],
+                extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings") if k in meta},
+            ),
+            hyperparameters=(sentiment_hyperparameters(checkpoint) if len(members) == 1 else
+                             {"ensemble": "mean of the members' probabilities",
+                              "members": [sentiment_hyperparameters(c) for _, c in members]}),
+            training=(summaries[0] if len(members) == 1 else
+                      {"hardware": summaries[0]["hardware"], "members": summaries,
+                       # every member's training, language-model pretraining included
+                       "seconds": round(sum(s["seconds"] + (s.get("language_model_pretraining") or {}).get("seconds", 0)
+                                            for s in summaries), 1)}),
+            metrics={"parity_max_abs_diff": worst},
+        )
+        return publish(manifest, staging, model_dir, evaluate_sentiment, force)
 
 
 def sentiment_hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -351,50 +408,50 @@ def graph_specs(graphs: dict[str, str], staging: Path) -> dict[str, GraphSpec]:
     return specs
 
 
-def export_music(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+def export_music(run_dir: Path, model_dir: Path, version: str, force: bool = False) -> Manifest:
     from seqserve import bar_clock
     from seqserve.characters import CharVocabulary
     from training.data import music as music_data
 
     model, checkpoint = load_music_model(run_dir)
     config = checkpoint["config"]
-    staging = staging_dir(model_dir)
-    shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
-    sessions = export_in_fresh_processes("music", MUSIC_GRAPHS, run_dir, staging)
-    vocabulary = CharVocabulary.load(staging / VOCABULARY_FILE)
-    text = music_data.tunes_text(music_data.load_splits()["validation"])
-    text = vocabulary.clean(text)[0][:4000]
-    text_ids, text_clocks = vocabulary.encode(text), bar_clock.BarClock().read_text(text)
-    parity = check_music_parity(model, sessions["prompt"], sessions["step"], text_ids, text_clocks)
-    graphs = graph_specs(MUSIC_GRAPHS, staging)
+    with staged(model_dir, force) as staging:
+        shutil.copyfile(run_dir / VOCABULARY_FILE, staging / VOCABULARY_FILE)
+        sessions = export_in_fresh_processes("music", MUSIC_GRAPHS, run_dir, staging)
+        vocabulary = CharVocabulary.load(staging / VOCABULARY_FILE)
+        text = music_data.tunes_text(music_data.load_splits()["validation"])
+        text = vocabulary.clean(text)[0][:4000]
+        text_ids, text_clocks = vocabulary.encode(text), bar_clock.BarClock().read_text(text)
+        parity = check_music_parity(model, sessions["prompt"], sessions["step"], text_ids, text_clocks)
+        graphs = graph_specs(MUSIC_GRAPHS, staging)
 
-    meta = json.loads((music_data.data_dir() / "meta.json").read_text())
-    lab = meta["sources"]["mit_lab_irish"]
-    training_summary = json.loads((run_dir / "training.json").read_text())
-    manifest = Manifest(
-        name="music", version=version, task="music",
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        description="Character-level LSTM language model over folk tunes in ABC notation.",
-        files=file_entries(staging, [*MUSIC_GRAPHS.values(), VOCABULARY_FILE]),
-        graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
-        preprocessing={"vocabulary": VOCABULARY_FILE, "tune_separator": "\n\n",
-                       "unknown_characters": "NFKC-normalised, then dropped and reported",
-                       "state": {"layers": model.num_layers, "hidden_size": model.hidden_size},
-                       "bar_clock": {"module": "seqserve.bar_clock", "size": bar_clock.SIZE,
-                                     "inputs": {"prompt": "clocks", "step": "clock"},
-                                     "meaning": "what is left of the bar after each character, in quarters of L: "
-                                                "(0: outside a tune body, 1: unreadable metre)"}},
-        data=DataSource(package=lab["package"], version=lab["version"], file=lab["member"], sha256=lab["sha256"],
-                        license=lab["license"], splits=meta["splits"],
-                        extra={"music21_corpus": meta["sources"]["music21_corpus"], "by_source": meta["by_source"],
-                               "validity_check_on_test_tunes": meta["validity_check_on_test_tunes"]}),
-        hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "profile": config["profile"]},
-        training=training_summary,
-        metrics={"parity": parity},
-    )
-    from training.evaluate import evaluate_music
+        meta = json.loads((music_data.data_dir() / "meta.json").read_text())
+        lab = meta["sources"]["mit_lab_irish"]
+        training_summary = json.loads((run_dir / "training.json").read_text())
+        manifest = Manifest(
+            name="music", version=version, task="music",
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            description="Character-level LSTM language model over folk tunes in ABC notation.",
+            files=file_entries(staging, [*MUSIC_GRAPHS.values(), VOCABULARY_FILE]),
+            graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
+            preprocessing={"vocabulary": VOCABULARY_FILE, "tune_separator": "\n\n",
+                           "unknown_characters": "NFKC-normalised, then dropped and reported",
+                           "state": {"layers": model.num_layers, "hidden_size": model.hidden_size},
+                           "bar_clock": {"module": "seqserve.bar_clock", "size": bar_clock.SIZE,
+                                         "inputs": {"prompt": "clocks", "step": "clock"},
+                                         "meaning": "what is left of the bar after each character, in quarters of L: "
+                                                    "(0: outside a tune body, 1: unreadable metre)"}},
+            data=DataSource(package=lab["package"], version=lab["version"], file=lab["member"], sha256=lab["sha256"],
+                            license=lab["license"], splits=meta["splits"],
+                            extra={"music21_corpus": meta["sources"]["music21_corpus"], "by_source": meta["by_source"],
+                                   "validity_check_on_test_tunes": meta["validity_check_on_test_tunes"]}),
+            hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "profile": config["profile"]},
+            training=training_summary,
+            metrics={"parity": parity},
+        )
+        from training.evaluate import evaluate_music
 
-    return publish(manifest, staging, model_dir, evaluate_music)
+        return publish(manifest, staging, model_dir, evaluate_music, force)
 
 
 # --- translation: an encoder graph and a decoder-step graph, each in its own process ---------
@@ -511,46 +568,47 @@ def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) 
     return len(texts)
 
 
-def export_translate(run_dir: Path, model_dir: Path, version: str) -> Manifest:
+def export_translate(run_dir: Path, model_dir: Path, version: str, force: bool = False) -> Manifest:
     from seqserve.translation import SubwordCodec
     from training.data import translate as translate_data
 
     model, checkpoint = load_translate_model(run_dir)
     config = checkpoint["config"]
-    staging = staging_dir(model_dir)
-    shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    sessions = export_in_fresh_processes("translate", TRANSLATE_GRAPHS, run_dir, staging)
-    codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
-    validation = translate_data.load_splits()["validation"]
-    texts = [row["english"] for row in validation[:7]] + ["Hi.", "Tom, who lives in Boston, doesn't like the rain at all."]
-    worst = check_translate_parity(model, sessions["encoder"], sessions["decoder_step"], codec, texts)
-    compared = check_decoding_matches_torch(model, sessions["encoder"], sessions["decoder_step"], codec,
-                                            [row["english"] for row in validation[:50]])
-    graphs = graph_specs(TRANSLATE_GRAPHS, staging)
+    with staged(model_dir, force) as staging:
+        shutil.copyfile(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        sessions = export_in_fresh_processes("translate", TRANSLATE_GRAPHS, run_dir, staging)
+        codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
+        validation = translate_data.load_splits()["validation"]
+        texts = [row["english"] for row in validation[:7]] + [
+            "Hi.", "Tom, who lives in Boston, doesn't like the rain at all."]
+        worst = check_translate_parity(model, sessions["encoder"], sessions["decoder_step"], codec, texts)
+        compared = check_decoding_matches_torch(model, sessions["encoder"], sessions["decoder_step"], codec,
+                                                [row["english"] for row in validation[:50]])
+        graphs = graph_specs(TRANSLATE_GRAPHS, staging)
 
-    meta = translate_data.load_meta()
-    manifest = Manifest(
-        name="translate", version=version, task="translate",
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        description="English -> Spanish: bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, "
-                    "one shared BPE vocabulary and tied embeddings.",
-        files=file_entries(staging, [*TRANSLATE_GRAPHS.values(), TOKENIZER_FILE]),
-        graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
-        preprocessing={"tokenizer": TOKENIZER_FILE, "max_source_tokens": codec.max_source_tokens,
-                       "special_tokens": {"pad": codec.pad_id, "unk": codec.unk_id, "bos": codec.bos_id,
-                                          "eos": codec.eos_id},
-                       "state": {"decoder_hidden": checkpoint["model_args"]["decoder_hidden"]}},
-        data=DataSource(package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
-                        license=meta["license"], splits=meta["splits"],
-                        extra={k: meta[k] for k in ("seed", "split_pairs", "english_sentences", "pairs_kept")}),
-        hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
-                         "profile": config["profile"]},
-        training=json.loads((run_dir / "training.json").read_text()),
-        metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
-    )
-    from training.evaluate import evaluate_translate
+        meta = translate_data.load_meta()
+        manifest = Manifest(
+            name="translate", version=version, task="translate",
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            description="English -> Spanish: bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, "
+                        "one shared BPE vocabulary and tied embeddings.",
+            files=file_entries(staging, [*TRANSLATE_GRAPHS.values(), TOKENIZER_FILE]),
+            graphs=graphs, opset=OPSET, torch_version=torch.__version__, onnx_version=onnx.__version__,
+            preprocessing={"tokenizer": TOKENIZER_FILE, "max_source_tokens": codec.max_source_tokens,
+                           "special_tokens": {"pad": codec.pad_id, "unk": codec.unk_id, "bos": codec.bos_id,
+                                              "eos": codec.eos_id},
+                           "state": {"decoder_hidden": checkpoint["model_args"]["decoder_hidden"]}},
+            data=DataSource(package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
+                            license=meta["license"], splits=meta["splits"],
+                            extra={k: meta[k] for k in ("seed", "split_pairs", "english_sentences", "pairs_kept")}),
+            hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
+                             "profile": config["profile"]},
+            training=json.loads((run_dir / "training.json").read_text()),
+            metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
+        )
+        from training.evaluate import evaluate_translate
 
-    return publish(manifest, staging, model_dir, evaluate_translate)
+        return publish(manifest, staging, model_dir, evaluate_translate, force)
 
 
 GRAPH_EXPORTERS = {"music": (MUSIC_GRAPHS, export_music_graph), "translate": (TRANSLATE_GRAPHS, export_translate_graph)}

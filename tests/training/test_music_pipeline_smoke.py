@@ -10,7 +10,7 @@ from tests.conftest import run_cli, smoke_cache
 
 
 def test_smoke_train_export(tmp_path):
-    env = smoke_cache(tmp_path / "cache")
+    env = {**smoke_cache(tmp_path / "cache"), "SEQSERVE_MODELS_DIR": str(tmp_path / "models")}
     run_dir, model_dir = tmp_path / "run", tmp_path / "models" / "music" / "1"
     run_cli("training", "data", "music", "--profile", "smoke", env=env)
     run_cli("training", "train", "music", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
@@ -21,9 +21,11 @@ def test_smoke_train_export(tmp_path):
     summary = json.loads((run_dir / "training.json").read_text())
     assert summary["epochs_run"] == 2 and summary["best_validation"]["loss_nats_per_char"] > 0
 
-    run_cli("training", "export", "music", "--profile", "smoke", "--run-dir", str(run_dir),
-            "--model-dir", str(model_dir), env=env)
+    (model_dir.parent / "experimental").mkdir(parents=True)  # not a numbered version: no effect on the next
+    exported = run_cli("training", "export", "music", "--profile", "smoke", "--run-dir", str(run_dir), env=env)
+    assert f"wrote music version 1 to {model_dir}" in exported.stdout
     manifest = Manifest.load(model_dir)
+    assert manifest.version == "1"
     assert manifest.verify_files(model_dir) == []
     parity = manifest.metrics["parity"]
     assert parity["prompt_max_abs_diff"] <= 1e-4 and parity["chained_steps_max_abs_diff"] <= 1e-4

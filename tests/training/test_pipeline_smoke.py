@@ -44,7 +44,8 @@ def test_smoke_train_export_serve(data_cache, tmp_path):
     dims = [[d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
     assert dims == [["batch", "sequence"], ["batch"]]
 
-    with TestClient(create_app(Settings(models_dir=tmp_path / "models", device="cpu"))) as client:
+    settings = Settings(models_dir=tmp_path / "models", device="cpu", expected_models=["sentiment"])
+    with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
         body = client.post("/sentiment", json={"texts": ["great", "awful film"]}).json()
         assert body["model"] == "sentiment/7" and len(body["results"]) == 2
@@ -69,7 +70,8 @@ def test_smoke_ensemble_export(data_cache, tmp_path):
     assert len(members) == 2 and "pretrain" in members[0] and "pretrain" not in members[1]
     assert len(manifest.training["members"]) == 2
     assert [i.name for i in manifest.graphs["classifier"].inputs] == ["input_ids", "lengths"]
-    with TestClient(create_app(Settings(models_dir=tmp_path / "models", device="cpu"))) as client:
+    settings = Settings(models_dir=tmp_path / "models", device="cpu", expected_models=["sentiment"])
+    with TestClient(create_app(settings)) as client:
         body = client.post("/sentiment", json={"text": "a fine film"}).json()
         assert body["model"] == "sentiment/8" and abs(sum(body["probabilities"].values()) - 1) < 1e-6
 
