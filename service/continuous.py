@@ -322,14 +322,16 @@ class ContinuousGenerator(StepLoop[Stream]):
         self.state.keep(keep)
 
     def _step(self) -> None:
+        """Sample, read the clock and run the step graph for every active stream; the whole of
+        it is timed, since admission's estimates must count what a step really costs."""
+        started = time.perf_counter()
         streams = self._active
         ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
                          [x.generator for x in streams])
         self.metrics.batch_size.labels(self.name).observe(len(streams))
         clock = next_clock_ids([s.clock for s in streams], self.decode(ids)) if self.state.reads_clock else None
-        started = time.perf_counter()
         self.state.step(ids[:, None].astype(np.int64), clock)
-        self.step_times.observe(len(streams), time.perf_counter() - started)
         for stream, token in zip(streams, ids.tolist()):
             stream.pending.append(token)
             stream.remaining -= 1
+        self.step_times.observe(len(streams), time.perf_counter() - started)

@@ -7,15 +7,13 @@ that keep the worst accepted call near a second."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import numpy as np
 
 from seqserve.abc import MAX_TUNE_CHARS, check_tune, complete_tunes, header_fields, to_midi
 from seqserve.characters import CharVocabulary
-from seqserve.generation import GenerationState, read_prompt, reads_clock
+from seqserve.generation import GenerationState, read_prompt
 from service.batching import ANONYMOUS
 from service.continuous import ContinuousGenerator
 from service.music21_workers import Music21Timeout, Music21Workers
@@ -59,19 +57,16 @@ class MusicModel(ServedModel):
         self.music21.start()
 
     async def warm_up(self) -> None:
-        """A prompt read, a full batch's step (timed, for admission's estimates), one stream
-        through the generator, and music21 imported in every worker."""
-        await asyncio.to_thread(self.read_prompts, NEW_TUNE, 1)
-        full = self.settings.music_max_active
-        state = await asyncio.to_thread(self.read_prompts, NEW_TUNE, full)
-        ids = np.zeros((full, 1), dtype=np.int64)
-        feeds = {"token": ids, "h": state.h, "c": state.c} | ({"clock": ids} if reads_clock(self.step_graph) else {})
-        for _ in range(2):  # the first run of a shape is slower; the second is what a step costs
-            started = time.perf_counter()
-            await asyncio.to_thread(self.step_graph.run, None, feeds)
-        self.generator.step_times.observe(full, time.perf_counter() - started)
-        async for _ in self.generator.submit(NEW_TUNE, 8, 1.0, None, 0, checked=False):
-            pass
+        """One stream, then a full batch of streams through the generator (which times its
+        steps: admission's estimates start from real figures), and music21 imported in every
+        worker."""
+
+        async def write(seed: int, length: int) -> None:
+            async for _ in self.generator.submit(NEW_TUNE, length, 1.0, None, seed, checked=False):
+                pass
+
+        await write(0, 8)
+        await asyncio.gather(*(write(seed, 24) for seed in range(self.settings.music_max_active)))
         await self.music21.warm_up()
 
     async def close(self) -> None:
