@@ -142,7 +142,7 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _next_batch(self) -> list[_Pending[In]]:
         first = await self._next(None)
-        batch = [first]
+        batch = self._running = [first]  # counted as in flight while the batch gathers
         waits = self._mean_gap_s < self.max_wait_s  # company is likely within max_wait_s
         deadline = first.enqueued + (self.max_wait_s if waits else 0.0)
         while len(batch) < self.max_batch_size:
@@ -158,6 +158,7 @@ class MicroBatcher(Generic[In, Out]):
             batch = await self._next_batch()
             self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
             if not batch:
+                self._running = []
                 continue
             started = time.perf_counter()
             for entry in batch:

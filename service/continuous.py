@@ -63,13 +63,21 @@ class StepLoop(ABC, Generic[Request]):
         self.admission = Admission(name, metrics, max_requests, client_max_requests or max_requests, deadline_s)
         self.step_times = StepTimes()  # seconds per step, by rows in the batch
         self._waiting: FairQueue[Request] = FairQueue()
+        self._handed: list[Request] = []  # taken from the queue for the hop that is running
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"steps-{name}")
         self._worker: asyncio.Task | None = None
 
     @abstractmethod
+    def _batch_requests(self) -> list[Request]:
+        """Requests in the batch now (as the worker thread left it)."""
+
     def _active_requests(self) -> list[Request]:
-        """Requests in the batch now."""
+        """Requests in the batch, and those handed to the hop that is running to join it: they
+        are in neither the queue nor the batch until the worker thread adds them."""
+        if not self._handed:
+            return self._batch_requests()
+        return list(dict.fromkeys(self._batch_requests() + self._handed))  # once each, by identity
 
     def _rows(self, request: Request) -> int:
         """Rows of the step graph a request takes (beams for a beam search)."""
@@ -171,7 +179,7 @@ class StepLoop(ABC, Generic[Request]):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            joining = self._joining()
+            joining = self._handed = self._joining()
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._hop, joining)
@@ -179,6 +187,7 @@ class StepLoop(ABC, Generic[Request]):
                 self._fail_all(joining, error)
                 continue
             finally:
+                self._handed = []
                 self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
             self._hand_out(results)
             self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
@@ -229,7 +238,7 @@ class ContinuousGenerator(StepLoop[Stream]):
         self._active: list[Stream] = []
         self._reading: list[PromptRead] = []  # admitted, prompt not yet read: in arrival order
 
-    def _active_requests(self) -> list[Stream]:
+    def _batch_requests(self) -> list[Stream]:
         return self._active + [stream for read in self._reading for stream in read.streams]
 
     def _gone(self, stream: Stream) -> bool:
@@ -262,7 +271,7 @@ class ContinuousGenerator(StepLoop[Stream]):
                 stream.chunks.put_nowait(None)
 
     def _fail_all(self, joining: list[Stream], error: Exception) -> None:
-        for stream in joining + self._active_requests():
+        for stream in joining + self._batch_requests():
             stream.chunks.put_nowait(error)
         self._active, self._reading = [], []
         self.state.keep(np.arange(0))

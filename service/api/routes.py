@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import schemas
-from service.api.bounded import RequestTimeout, ShuttingDown, bounded, bounded_stream
+from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown, bounded, bounded_stream
 from service.api.deps import Client, Music, Registry, Sentiment, Translate
 from service.request_log import note
 from service.tasks.music import MusicModel
@@ -69,9 +69,10 @@ async def translate(request: Request, body: schemas.TranslateRequest, model: Tra
     return schemas.TranslateBatchResponse(results=answers, model=model.manifest.id)
 
 
-async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str]) -> schemas.MusicResponse:
+async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str],
+                        time_left_s: float) -> schemas.MusicResponse:
     tunes = [schemas.Tune(abc=t.abc, title=t.title, valid=t.valid, reason=t.reason)
-             for t in await model.check_tunes(abc)]
+             for t in await model.check_tunes(abc, time_left_s)]
     return schemas.MusicResponse(abc=abc, tunes=tunes, seed=seed, model=model.manifest.id, ignored_characters=ignored)
 
 
@@ -95,28 +96,34 @@ async def generate_music(request: Request, body: schemas.MusicRequest, model: Mu
     seed = body.seed if body.seed is not None else secrets.randbits(63)
     prompt, ignored = model.clean_prompt(body.prompt)
     chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed, client)
-    timeout = model.settings.request_timeout_s
+    timeout, started = model.settings.request_timeout_s, time.perf_counter()
+
+    def time_left() -> float:
+        """Of the request's deadline (0: none): the generation and the tune check share one."""
+        return max(timeout - (time.perf_counter() - started), 0.001) if timeout else 0
 
     async def answer(text_chunks) -> schemas.MusicResponse:
         generated = [chunk async for chunk in text_chunks]
-        return await _music_answer(prompt + "".join(generated), seed, model, ignored)
+        return await _music_answer(prompt + "".join(generated), seed, model, ignored, time_left())
 
     if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
         return await bounded(request, answer(chunks), timeout)
 
     async def events():
-        # One deadline (and the shutdown cut) for the generation and the tune check after it.
-        started, sent = time.perf_counter(), []
+        sent = []
         try:
             async for text in bounded_stream(request, chunks, timeout):
                 sent.append(text)
                 yield _event("chunk", {"text": text})
-            left = max(timeout - (time.perf_counter() - started), 0.001) if timeout else 0
-            result = await bounded(request, _music_answer(prompt + "".join(sent), seed, model, ignored), left)
+            left = time_left()
+            result = await bounded(request, _music_answer(prompt + "".join(sent), seed, model, ignored, left), left)
         except (RequestTimeout, ShuttingDown) as error:
             code = "timeout" if isinstance(error, RequestTimeout) else "shutting_down"
             note(stream_end=code)
             yield _event("error", {"error": code, "message": str(error)})
+            return
+        except ClientDisconnected:
+            note(stream_end="client_gone")
             return
         except Exception as error:  # headers are sent: the failure travels as an event
             log.exception("music stream failed")

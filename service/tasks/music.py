@@ -22,6 +22,7 @@ from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
 CHUNK_CHARS = 32  # characters per streamed event
+CHECK_MARGIN_S = 0.5  # tune checks stop this long before the request deadline, so the answer gets out
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,14 @@ class MusicModel(ServedModel):
         self.require_ready()
         return self.generator.submit(prompt, max_length, temperature, top_k, seed, client)
 
-    async def check_tunes(self, text: str) -> list[TuneReport]:
+    async def check_tunes(self, text: str, time_left_s: float = 0.0) -> list[TuneReport]:
         """The complete tunes in `text`, each checked by the strict validity check. A tune
-        longer than MAX_TUNE_CHARS is reported invalid without running music21 on it."""
+        longer than MAX_TUNE_CHARS is reported invalid without running music21 on it. With
+        `time_left_s` (the request's deadline), checks still waiting for a music21 worker when
+        it comes are given up and their tunes reported unchecked: the generated music is
+        answered, not thrown away with a timeout."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + max(time_left_s - CHECK_MARGIN_S, 0.0) if time_left_s else None
         reports = []
         for tune in complete_tunes(text):
             title = header_fields(tune).get("T") or None
@@ -102,9 +108,14 @@ class MusicModel(ServedModel):
                 reports.append(TuneReport(tune, title, False, f"length: over {MAX_TUNE_CHARS:,} characters, not checked"))
                 continue
             try:
-                check = await self.music21.call(check_tune, tune)
+                left = None if give_up_at is None else max(give_up_at - loop.time(), 0.0)
+                check = await asyncio.wait_for(self.music21.call(check_tune, tune), left)
             except Music21Timeout as error:
                 reports.append(TuneReport(tune, title, False, f"timeout: {error}"))
+                continue
+            except TimeoutError:
+                reports.append(TuneReport(tune, title, False, "timeout: not checked before the request deadline "
+                                                              "(the music21 workers were busy)"))
                 continue
             reports.append(TuneReport(tune, check.title, check.valid, check.reason))
         return reports

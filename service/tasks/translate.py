@@ -51,7 +51,7 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
         self.batch, self.codec, self.steps_per_hop = batch, codec, steps_per_hop
         self._active: list[SentenceJob] = []
 
-    def _active_requests(self) -> list[SentenceJob]:
+    def _batch_requests(self) -> list[SentenceJob]:
         return self._active
 
     def _rows(self, job: SentenceJob) -> int:

@@ -86,3 +86,22 @@ def test_a_generated_tune_over_the_limit_is_reported_without_being_checked(clien
 
     [report] = client.portal.call(run)
     assert not report.valid and report.reason.startswith("length:")
+
+
+def test_tune_checks_still_waiting_at_the_deadline_are_reported_unchecked_not_timed_out(client):
+    """The music is answered; only the check is given up when the workers are busy too long."""
+    music = client.app.state.registry.get("music")
+    tune = HEAD + "DEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"
+
+    async def run():
+        busy = asyncio.create_task(music.music21.call(to_midi, long_tune(4000)))  # ~3 s in the only worker
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        reports = await music.check_tunes(tune + "\n\n", time_left_s=1.0)
+        took = time.perf_counter() - started
+        busy.cancel()
+        return reports, took
+
+    [report], took = client.portal.call(run)
+    assert not report.valid and report.reason.startswith("timeout: not checked before the request deadline")
+    assert took < 1.0
