@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import signal
 from pathlib import Path
 
@@ -42,6 +43,20 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def return_freed_memory() -> None:
+    """glibc raises its mmap threshold to the largest block freed so far, so after one big batch
+    the next big numpy arrays come from the heap, which it seldom gives back: resident memory
+    then stays at the high-water mark of the worst request. A fixed threshold (128 KiB) keeps
+    large arrays in their own mappings, returned to the system when freed (measured: RSS after
+    three 32-text beam-8 translations +50% without, flat with, at the same speed)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return
+    M_MMAP_THRESHOLD = -3
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = Settings()
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -53,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = defaults.model_copy(update={"host": args.host, "port": args.port,
                                            "models_dir": args.models_dir, "device": args.device})
     request_log.configure(settings.log_level, settings.log_format)
+    return_freed_memory()
     try:
         newest_versions(settings.models_dir)
     except ModelsDirMissing as error:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     music_steps_per_hop: int = Field(8, ge=1, le=64, description="steps between admissions of new streams")
     translate_max_active: int = Field(64, ge=1, le=1024, description="sentences (each with its beams) per decoder step")
     translate_steps_per_hop: int = Field(4, ge=1, le=64, description="decoder steps between admissions")
+    translate_max_rows: int = Field(
+        256, ge=8, le=4096, description="hypotheses (sentences x beams) per decoder step; with fair overflow at "
+                                        "most twice this: bounds the batch's memory")
     max_queue_size: int = Field(512, ge=1, description="items in progress or waiting per model; beyond it: 503")
     client_max_queue_size: int = Field(
         256, ge=1, description="items (texts, sentences, streams) one client may have in progress or waiting per "

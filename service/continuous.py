@@ -56,10 +56,11 @@ class StepLoop(ABC, Generic[Request]):
     into `step_times`, which admission uses to refuse work that cannot meet its deadline."""
 
     def __init__(self, name: str, metrics: Metrics, max_requests: int, max_active: int,
-                 client_max_requests: int | None = None, deadline_s: float = 0.0):
+                 client_max_requests: int | None = None, deadline_s: float = 0.0, max_rows: int | None = None):
         self.name = name
         self.metrics = metrics
         self.max_active = max_active
+        self.max_rows = max_rows or max_active  # rows of the step graph in the batch (beams), before fair overflow
         self.admission = Admission(name, metrics, max_requests, client_max_requests or max_requests, deadline_s)
         self.step_times = StepTimes()  # seconds per step, by rows in the batch
         self._waiting: FairQueue[Request] = FairQueue()
@@ -131,7 +132,7 @@ class StepLoop(ABC, Generic[Request]):
         alone_step = self.step_times.seconds(min(n, self.max_active) * rows_each)
         active = self._active_requests()
         busy_rows = sum(self._rows(r) for r in active) + min(n, self.max_active) * rows_each
-        shared_step = self.step_times.seconds(min(busy_rows, 2 * self.max_active * rows_each))
+        shared_step = self.step_times.seconds(min(busy_rows, 2 * self.max_rows))
         if alone_step is None or shared_step is None:
             return None, None
         clients = len(set(self._waiting.clients()) | {r.client for r in active} | {client})
@@ -154,21 +155,29 @@ class StepLoop(ABC, Generic[Request]):
         self._wake.set()
 
     def _joining(self) -> list[Request]:
-        """Who joins the batch at this hop: free places go round-robin by client; a client
-        below its fair share joins even a full batch (up to twice `max_active`)."""
-        per_client = Counter(r.client for r in self._active_requests())
+        """Who joins the batch at this hop: free places (`max_active` requests, `max_rows`
+        rows) go round-robin by client; a client below its fair share joins even a full batch
+        (up to twice either limit, which bounds the batch's memory)."""
+        active = self._active_requests()
+        per_client = Counter(r.client for r in active)
         clients = len(set(per_client) | set(self._waiting.clients()))
         share = fair_share(self.max_active, clients)
-        total = sum(per_client.values())
+        total, rows = len(active), sum(self._rows(r) for r in active)
         joining: list[Request] = []
 
-        def may_join(client: str) -> bool:
-            return total < self.max_active or (per_client[client] < share and total < 2 * self.max_active)
+        def may_join(client: str, request: Request) -> bool:
+            more = rows + self._rows(request)
+            if total < self.max_active and more <= self.max_rows:
+                return True
+            # Past the limits only while others hold places: a client alone has the batch's
+            # whole share already, and the headroom is kept for whoever comes next.
+            return (clients > 1 and per_client[client] < share and total < 2 * self.max_active
+                    and more <= 2 * self.max_rows)
 
         while (request := self._waiting.pop(may_join)) is not None:
             joining.append(request)
             per_client[request.client] += 1
-            total += 1
+            total, rows = total + 1, rows + self._rows(request)
         return joining
 
     async def _run(self) -> None:

@@ -67,11 +67,11 @@ class FairQueue(Generic[T]):
         self._by_client.setdefault(client, deque()).extend(items)
         self._size += len(items)
 
-    def pop(self, eligible: Callable[[str], bool] = lambda client: True) -> T | None:
-        """The oldest item of the next eligible client in the rotation (that client then goes
-        to the back of it), or None."""
+    def pop(self, eligible: Callable[[str, T], bool] = lambda client, item: True) -> T | None:
+        """The oldest item of the next client in the rotation whose oldest item is eligible
+        (that client then goes to the back of the rotation), or None."""
         for client in list(self._by_client):
-            if not eligible(client):
+            if not eligible(client, self._by_client[client][0]):
                 continue
             items = self._by_client.pop(client)
             item = items.popleft()

@@ -46,8 +46,8 @@ class SentenceJob:
 class ContinuousTranslator(StepLoop[SentenceJob]):
     def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: Metrics, max_requests: int,
                  max_active: int, steps_per_hop: int = 1, client_max_requests: int | None = None,
-                 deadline_s: float = 0.0):
-        super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s)
+                 deadline_s: float = 0.0, max_rows: int | None = None):
+        super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s, max_rows)
         self.batch, self.codec, self.steps_per_hop = batch, codec, steps_per_hop
         self._active: list[SentenceJob] = []
 
@@ -132,14 +132,31 @@ class TranslateModel(ServedModel):
         batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
         self.translator = ContinuousTranslator(self.name, batch, self.codec, self.metrics, s.max_queue_size,
                                                s.translate_max_active, s.translate_steps_per_hop,
-                                               s.client_max_queue_size, s.request_timeout_s)
+                                               s.client_max_queue_size, s.request_timeout_s, s.translate_max_rows)
         self.translator.start()
 
     async def warm_up(self) -> None:
-        """One sentence alone, then a full batch of beam-4 searches."""
+        """One sentence alone, a full batch of beam-4 searches, then (in a batch of its own) the
+        largest step the batch can take: twice `translate_max_rows` hypotheses over sources of
+        the longest length the model reads. ONNX Runtime's memory arena keeps what its largest
+        run needed, so the service's resident memory reaches its working size now, not when a
+        client first sends the worst case."""
         await self.translator.translate(["Hello."], 1, 8, checked=False)
         await self.translator.translate(["I think we should go home now."] * self.settings.translate_max_active, 4, 16,
                                         checked=False)
+        await asyncio.to_thread(self._largest_step)
+
+    def _largest_step(self) -> None:
+        beam = 8
+        sentences = max(2 * self.settings.translate_max_rows // beam, 1)
+        source = (self.codec.source_ids(["I think that we should all go home now, before it starts to rain again."])[0]
+                  * self.codec.max_source_tokens)[:self.codec.max_source_tokens]
+        batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
+        for _ in range(2):  # joining a running batch, as sentences do
+            batch.add([source] * (sentences // 2), beam, 8)
+            batch.step()
+        while batch:
+            batch.step()
 
     async def translate(self, texts: list[str], beam_size: int, max_length: int,
                         client: str = ANONYMOUS) -> list[Translation]:

@@ -28,8 +28,8 @@ def test_fair_queue_skips_clients_that_may_not_take_more():
     queue: FairQueue[str] = FairQueue()
     queue.push("a", ["a1", "a2"])
     queue.push("b", ["b1"])
-    assert queue.pop(lambda client: client != "a") == "b1"
-    assert queue.pop(lambda client: client != "a") is None
+    assert queue.pop(lambda client, item: client != "a") == "b1"
+    assert queue.pop(lambda client, item: client != "a") is None
     assert queue.remove_if(lambda item: item == "a2") == ["a2"] and queue.count("a") == 1
 
 
@@ -114,13 +114,13 @@ LONG = ("The committee, which had been meeting every Tuesday since the beginning
 
 def test_a_single_sentence_joins_a_full_batch_of_another_client_s_long_searches(client, translate):
     """Client A fills the whole batch with long beam-8 searches; client B's sentence joins at
-    the next hop (above max_active) and is answered long before A's searches end."""
+    the next hop (above max_rows) and is answered long before A's searches end."""
     translator = translate.translator
 
     async def scenario():
         hog = asyncio.create_task(translator.translate([LONG] * translator.max_active, 8, 256, client="a",
                                                        checked=False))
-        while translator.active < translator.max_active:
+        while translator.active * 8 < translator.max_rows:  # A holds every row of the batch
             await asyncio.sleep(0.01)
         started = time.perf_counter()
         answer = await translator.translate(["Where is the station?"], 1, 32, client="b")
