@@ -13,6 +13,7 @@ from starlette.responses import Response
 from service.api import errors
 from service.api.bounded import Drain
 from service.api.middleware import RequestGuard
+from service.api.schemas import ENDPOINT_BODY_BYTES
 from service.api.routes import router
 from service.api.security import AccessControl
 from service.config import Settings
@@ -69,5 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])
-    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes, known_paths=known)
+    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes, known_paths=known,
+                       endpoint_body_bytes=ENDPOINT_BODY_BYTES)
     return app

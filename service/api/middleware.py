@@ -1,4 +1,4 @@
-"""ASGI middleware: request body limit (413), request id, per-request metrics and the access log."""
+"""ASGI middleware: request body limits (413, per endpoint), request id, per-request metrics and the access log."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from service.request_log import access_log, open_record
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, known_paths: set[str]):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, known_paths: set[str],
+                 endpoint_body_bytes: dict[str, int] | None = None):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.endpoint_body_bytes = {path: min(limit, max_body_bytes) for path, limit in (endpoint_body_bytes or {}).items()}
         self.known_paths = known_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,13 +43,13 @@ class RequestGuard:
 
         self.metrics.in_flight.inc()
         try:
+            limit = self.endpoint_body_bytes.get(scope["path"], self.max_body_bytes)
             declared = headers.get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-                response = error_response(413, "payload_too_large",
-                                          f"request body over {self.max_body_bytes} bytes")
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                response = error_response(413, "payload_too_large", f"request body over {limit} bytes")
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(receive, limit), send_with_id)
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
@@ -56,7 +58,7 @@ class RequestGuard:
             record.update(status=status, latency_ms=round(elapsed * 1000, 2))
             access_log.info("%s %s %s", scope["method"], endpoint, status, extra={"fields": record})
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         """Counts a body sent without Content-Length (chunked) and stops it at the limit."""
         received = 0
 
@@ -65,8 +67,8 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+                if received > limit:
+                    raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         return wrapped

@@ -78,6 +78,11 @@ class RequestBody(BaseModel):
         return handler(data)
 
 
+# The largest body an endpoint can need (every character escaped as \uXXXX, 6 bytes, plus room),
+# when that is below the MAX_BODY_BYTES setting: parsing JSON holds the event loop, so a body
+# is never bigger than what a legitimate request to its endpoint can be.
+ENDPOINT_BODY_BYTES = {"/translate": 256 * 1024, "/generate-music": 64 * 1024, "/generate-music/midi": 64 * 1024}
+
 MAX_TEXT_CHARS = 20_000
 MAX_SENTIMENT_TEXTS = 64
 

@@ -221,3 +221,17 @@ def test_a_client_that_disconnects_cancels_its_generation(client):
     elapsed, streams_left, status = client.portal.call(call_then_leave)
     assert elapsed < 2.0, "the request should end when its client leaves, not after 5,000 characters"
     assert streams_left == 0 and status == 499
+
+
+def test_each_endpoint_takes_no_bigger_body_than_its_largest_legitimate_request(client):
+    from service.api.schemas import ENDPOINT_BODY_BYTES
+
+    largest = {"texts": ["\u00e9" * 1_000] * 32, "beam_size": 1, "max_length": 1}  # every character escaped: 6 bytes
+    body = json.dumps(largest).encode()
+    assert len(body) <= ENDPOINT_BODY_BYTES["/translate"]
+    response = client.post("/translate", content=body + b" " * (ENDPOINT_BODY_BYTES["/translate"] - len(body) + 1),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+    assert client.post("/generate-music", json={"prompt": "\u00e9" * 5_000, "max_length": 1}).status_code == 200
+    assert len(json.dumps({"prompt": "\u00e9" * 5_000})) <= ENDPOINT_BODY_BYTES["/generate-music"]
+    assert len(json.dumps({"abc": "\u00e9" * 2_000})) <= ENDPOINT_BODY_BYTES["/generate-music/midi"]
