@@ -49,10 +49,11 @@ def test_admission_refuses_by_room_client_and_deadline():
         admission.check_room(in_flight=7, client_in_flight=0, items=4)
     with pytest.raises(ClientBusy):
         admission.check_room(in_flight=0, client_in_flight=3, items=2)
-    admission.check_deadline(alone_s=1, shared_s=4.9, items=1)
-    with pytest.raises(QueueFull) as late:
-        admission.check_deadline(alone_s=1, shared_s=8, items=1)
-    assert late.value.retry_after_s == pytest.approx(3)
+    admission.check_deadline(alone_s=1, shared_s=3.9, items=1)
+    with pytest.raises(QueueFull) as late:  # behind other work, 20% of the deadline stays free
+        admission.check_deadline(alone_s=1, shared_s=4.5, items=1)
+    assert late.value.retry_after_s == pytest.approx(0.5)
+    admission.check_deadline(alone_s=4.5, shared_s=4.5, items=1)  # alone, the whole deadline
     with pytest.raises(TooMuchWork):
         admission.check_deadline(alone_s=6, shared_s=6, items=1)
     admission.check_deadline(alone_s=None, shared_s=None, items=1)  # nothing measured yet: no refusal
