@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
-from service.metrics import Metrics
+from service.metrics import ModelMetrics
 from service.request_log import note
 
 In = TypeVar("In")
@@ -50,7 +50,7 @@ class _Pending(Generic[In]):
 
 
 class MicroBatcher(Generic[In, Out]):
-    def __init__(self, name: str, process: Callable[[list[In]], Sequence[Out]], metrics: Metrics,
+    def __init__(self, name: str, process: Callable[[list[In]], Sequence[Out]], metrics: ModelMetrics,
                  max_batch_size: int, max_wait_s: float, max_queue_size: int,
                  client_max_queue_size: int | None = None, deadline_s: float = 0.0):
         self.name = name
@@ -112,7 +112,7 @@ class MicroBatcher(Generic[In, Out]):
         pending = [_Pending(item, loop.create_future(), client) for item in items]
         self._waiting.push(client, pending)
         self._arrived.set()
-        self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+        self.metrics.waiting(len(self._waiting))
         try:
             results = list(await asyncio.gather(*(entry.future for entry in pending)))
             note(batch_size=max(entry.batch_size for entry in pending))
@@ -156,15 +156,13 @@ class MicroBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+            self.metrics.waiting(len(self._waiting))
             if not batch:
                 self._running = []
                 continue
             started = time.perf_counter()
             for entry in batch:
-                self.metrics.queue_wait_seconds.labels(self.name).observe(started - entry.enqueued)
-            self.metrics.batch_size.labels(self.name).observe(len(batch))
-            for entry in batch:
+                self.metrics.waited(started - entry.enqueued)
                 entry.batch_size = len(batch)
             self._running = batch
             try:
@@ -183,4 +181,4 @@ class MicroBatcher(Generic[In, Out]):
                 self._running = []
                 elapsed = time.perf_counter() - started
                 self.batch_times.observe(len(batch), elapsed)
-                self.metrics.inference_seconds.labels(self.name).observe(elapsed)
+                self.metrics.run(len(batch), elapsed)

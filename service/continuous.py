@@ -31,7 +31,7 @@ from seqserve.bar_clock import BarClock
 from seqserve.generation import GenerationState, next_clock_ids, sample_ids
 from service.batching import ANONYMOUS, cancel_worker
 from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
-from service.metrics import Metrics
+from service.metrics import ModelMetrics
 from service.step_state import StepState
 
 
@@ -55,7 +55,7 @@ class StepLoop(ABC, Generic[Request]):
     Subclasses say what a hop does and how results reach their requests, and time each step
     into `step_times`, which admission uses to refuse work that cannot meet its deadline."""
 
-    def __init__(self, name: str, metrics: Metrics, max_requests: int, max_active: int,
+    def __init__(self, name: str, metrics: ModelMetrics, max_requests: int, max_active: int,
                  client_max_requests: int | None = None, deadline_s: float = 0.0, max_rows: int | None = None):
         self.name = name
         self.metrics = metrics
@@ -151,7 +151,7 @@ class StepLoop(ABC, Generic[Request]):
             self.admission.check_deadline(*self.estimate_s(requests, steps), len(requests))
         for request in requests:
             self._waiting.push(request.client, [request])
-        self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+        self.metrics.waiting(len(self._waiting))
         self._wake.set()
 
     def _joining(self) -> list[Request]:
@@ -189,7 +189,6 @@ class StepLoop(ABC, Generic[Request]):
                 await self._wake.wait()
                 continue
             joining = self._handed = self._joining()
-            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._hop, joining)
             except Exception as error:  # a failing hop fails the requests in it; the worker lives on
@@ -197,9 +196,8 @@ class StepLoop(ABC, Generic[Request]):
                 continue
             finally:
                 self._handed = []
-                self.metrics.inference_seconds.labels(self.name).observe(time.perf_counter() - started)
             self._hand_out(results)
-            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+            self.metrics.waiting(len(self._waiting))
 
 
 @dataclass(eq=False)
@@ -233,7 +231,7 @@ PROMPT_CHARS_PER_HOP = 512
 
 class ContinuousGenerator(StepLoop[Stream]):
     def __init__(self, name: str, read_prompts: Callable[..., GenerationState], state: StepState,
-                 decode: Callable[[list[int]], str], metrics: Metrics, max_streams: int,
+                 decode: Callable[[list[int]], str], metrics: ModelMetrics, max_streams: int,
                  max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4,
                  client_max_streams: int | None = None, deadline_s: float = 0.0,
                  prompt_chars_per_hop: int = PROMPT_CHARS_PER_HOP):
@@ -346,10 +344,11 @@ class ContinuousGenerator(StepLoop[Stream]):
         streams = self._active
         ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
                          [x.generator for x in streams])
-        self.metrics.batch_size.labels(self.name).observe(len(streams))
         clock = next_clock_ids([s.clock for s in streams], self.decode(ids)) if self.state.reads_clock else None
         self.state.step(ids[:, None].astype(np.int64), clock)
         for stream, token in zip(streams, ids.tolist()):
             stream.pending.append(token)
             stream.remaining -= 1
-        self.step_times.observe(len(streams), time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.step_times.observe(len(streams), elapsed)
+        self.metrics.run(len(streams), elapsed)

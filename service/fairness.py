@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from service.metrics import Metrics
+from service.metrics import ModelMetrics
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class StepTimes:
 class Admission:
     """The admission rules one model's batcher applies, and their metrics."""
 
-    def __init__(self, name: str, metrics: Metrics, max_items: int, client_max_items: int, deadline_s: float):
+    def __init__(self, name: str, metrics: ModelMetrics, max_items: int, client_max_items: int, deadline_s: float):
         self.name = name
         self.metrics = metrics
         self.max_items = max_items
@@ -173,8 +173,7 @@ class Admission:
                             retry_after_s=shared_s - HEADROOM * self.deadline_s)
 
     def _refuse(self, reason: str, items: int) -> None:
-        self.metrics.rejected.labels(self.name).inc(items)
-        self.metrics.refused.labels(self.name, reason).inc()
+        self.metrics.refused(reason, items)
 
 
 def fair_share(capacity: int, clients: int) -> int:

@@ -1,33 +1,91 @@
-"""Prometheus metrics, one registry per app (so tests can build several apps in a process)."""
+"""Prometheus metrics, one registry per app (so tests can build several apps in a process).
+
+Conventions (the Prometheus naming guide): base units (seconds, bytes), `_total` counters,
+no `_created` series, the process collector (`process_*`: CPU, memory, file descriptors).
+Every model metric carries `model` and `version`. One meaning for every model:
+- `seqserve_batch_size`: items advanced by ONE graph run — texts of a sentiment batch,
+  sentences of a translation decoder step, streams of a music step;
+- `seqserve_inference_seconds`: that one run, with what runs around it in the batcher's thread
+  (tokenising and decoding for sentiment, sampling and the bar clock for music, the beam
+  bookkeeping for translation);
+- warm-up is not counted (a model records once it is ready).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+
+disable_created_metrics()  # the `_created` twin of every counter and histogram: noise for every scraper
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MODEL = ["model", "version"]
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("seqserve_requests", "HTTP requests", ["endpoint", "status"], registry=r)
+        ProcessCollector(registry=r)
+        self.requests = Counter("seqserve_requests", "HTTP requests, by endpoint, status and outcome (ok, or the "
+                                "error code of the answer: validation_error, overloaded, timeout, ...)",
+                                ["endpoint", "status", "outcome"], registry=r)
         self.request_seconds = Histogram("seqserve_request_duration_seconds", "HTTP request latency",
                                          ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("seqserve_in_flight_requests", "HTTP requests being served", registry=r)
-        self.queue_wait_seconds = Histogram("seqserve_queue_wait_seconds", "time an item waited for its batch",
-                                            ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_depth = Gauge("seqserve_queue_depth", "items waiting for a batch", ["model"], registry=r)
-        self.batch_size = Histogram("seqserve_batch_size", "items per model run", ["model"],
+        self.queue_wait_seconds = Histogram("seqserve_queue_wait_seconds", "time an item waited to join a batch",
+                                            MODEL, buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("seqserve_queue_depth", "items waiting to join a batch", MODEL, registry=r)
+        self.batch_size = Histogram("seqserve_batch_size", "items advanced by one graph run", MODEL,
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("seqserve_inference_seconds", "one batch: encode, run, decode",
-                                           ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.rejected = Counter("seqserve_rejected", "items refused at admission", ["model"], registry=r)
+        self.inference_seconds = Histogram("seqserve_inference_seconds", "one graph run with its batch's "
+                                           "pre- and post-processing", MODEL, buckets=LATENCY_BUCKETS, registry=r)
         self.refused = Counter("seqserve_refused_requests", "requests refused at admission, by reason "
-                               "(queue_full, client_limit, would_time_out, too_much_work)", ["model", "reason"],
+                               "(queue_full, client_limit, would_time_out, too_much_work)", MODEL + ["reason"],
                                registry=r)
+        self.refused_items = Counter("seqserve_refused_items", "items (texts, sentences, streams) of refused "
+                                     "requests", MODEL, registry=r)
         self.music21_calls = Counter("seqserve_music21_calls", "music21 calls in worker processes, by outcome "
                                      "(ok, error, timeout, cancelled)", ["call", "outcome"], registry=r)
-        self.model_ready = Gauge("seqserve_model_ready", "1 when the model is loaded and warmed up", ["model"],
+        self.model_ready = Gauge("seqserve_model_ready", "1 when the model is loaded and warmed up", MODEL,
                                  registry=r)
+
+    def model(self, name: str, version: str) -> "ModelMetrics":
+        return ModelMetrics(self, name, version)
+
+
+class ModelMetrics:
+    """One model's series. Nothing is recorded until `recording` is set (after warm-up)."""
+
+    def __init__(self, metrics: Metrics, name: str, version: str):
+        self.name, self.version = name, version
+        labels = (name, version)
+        self._metrics = metrics
+        self._queue_wait = metrics.queue_wait_seconds.labels(*labels)
+        self._queue_depth = metrics.queue_depth.labels(*labels)
+        self._batch_size = metrics.batch_size.labels(*labels)
+        self._inference = metrics.inference_seconds.labels(*labels)
+        self._refused_items = metrics.refused_items.labels(*labels)
+        self._ready = metrics.model_ready.labels(*labels)
+        self.recording = False
+
+    def run(self, items: int, seconds: float) -> None:
+        """One graph run: its batch size and its time."""
+        if self.recording:
+            self._batch_size.observe(items)
+            self._inference.observe(seconds)
+
+    def waited(self, seconds: float) -> None:
+        if self.recording:
+            self._queue_wait.observe(seconds)
+
+    def waiting(self, items: int) -> None:
+        self._queue_depth.set(items)
+
+    def refused(self, reason: str, items: int) -> None:
+        self._metrics.refused.labels(self.name, self.version, reason).inc()
+        self._refused_items.inc(items)
+
+    def ready(self, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
+        self.recording = ready

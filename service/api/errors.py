@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown
 from service.fairness import ClientBusy, QueueFull, TooMuchWork
 from service.music21_workers import Music21Timeout, Music21Unavailable
+from service.request_log import note
 from service.tasks.base import ModelNotReady
 
 MAX_FIELDS = 5  # validation errors listed in one answer
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    fields: list[dict] | None = None) -> JSONResponse:
+    note(error=code)  # the access line and the request counters say which error it was
     body = {"error": code, "message": message}
     if fields is not None:
         body["fields"] = fields

@@ -53,7 +53,8 @@ class RequestGuard:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(endpoint, str(status)).inc()
+            outcome = record.get("error") or record.get("stream_end") or ("ok" if status < 400 else "error")
+            self.metrics.requests.labels(endpoint, str(status), "ok" if outcome == "result" else outcome).inc()
             self.metrics.request_seconds.labels(endpoint, str(status)).observe(elapsed)
             record.update(status=status, latency_ms=round(elapsed * 1000, 2))
             access_log.info("%s %s %s", scope["method"], endpoint, status, extra={"fields": record})

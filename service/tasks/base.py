@@ -29,7 +29,8 @@ class ServedModel(ABC):
         self.model_dir = model_dir
         self.manifest = manifest
         self.settings = settings
-        self.metrics = metrics
+        self.metrics = metrics  # the app's (music21 calls); this model's own series: model_metrics
+        self.model_metrics = metrics.model(manifest.name, manifest.version)
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.ready = False
         self.error: str | None = "loading"
@@ -51,7 +52,7 @@ class ServedModel(ABC):
             await self.close()
             return
         self.ready, self.error = True, None
-        self.metrics.model_ready.labels(self.name).set(1)
+        self.model_metrics.ready(True)
         log.info("model %s ready on %s", self.manifest.id, self.provider)
 
     def _load_sync(self) -> None:
@@ -84,8 +85,13 @@ class ServedModel(ABC):
         """Run the shapes the batcher will produce once, so the first request is not slow."""
 
     @abstractmethod
+    async def stop(self) -> None:
+        """Stop the task's batchers (and workers); safe to call when they never started."""
+
     async def close(self) -> None:
-        """Stop batchers and release sessions."""
+        await self.stop()
+        self.ready = False
+        self.model_metrics.ready(False)
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models reports."""

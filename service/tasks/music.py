@@ -50,7 +50,7 @@ class MusicModel(ServedModel):
         state = StepState(self.step_graph, "cuda" if on_cuda else "cpu", self.settings.cuda_device_id)
         s = self.settings
         self.generator = ContinuousGenerator(self.name, self.read_prompts, state, self.vocabulary.decode,
-                                             self.metrics, max_streams=s.max_queue_size,
+                                             self.model_metrics, max_streams=s.max_queue_size,
                                              max_active=s.music_max_active, chunk_chars=CHUNK_CHARS,
                                              steps_per_hop=s.music_steps_per_hop,
                                              client_max_streams=s.client_max_queue_size, deadline_s=s.request_timeout_s)
@@ -70,13 +70,11 @@ class MusicModel(ServedModel):
         await asyncio.gather(*(write(seed, 24) for seed in range(self.settings.music_max_active)))
         await self.music21.warm_up()
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if getattr(self, "generator", None) is not None:
             await self.generator.stop()
         if getattr(self, "music21", None) is not None:
             self.music21.stop()
-        self.ready = False
-        self.metrics.model_ready.labels(self.name).set(0)
 
     def clean_prompt(self, prompt: str | None) -> tuple[str, list[str]]:
         """The prompt the model will read, and the characters dropped from it; an empty or

@@ -45,7 +45,7 @@ class SentimentModel(ServedModel):
 
     async def start(self) -> None:
         s = self.settings
-        self.batcher = MicroBatcher(self.name, self.predict_batch, self.metrics, s.sentiment_max_batch_size,
+        self.batcher = MicroBatcher(self.name, self.predict_batch, self.model_metrics, s.sentiment_max_batch_size,
                                     s.sentiment_max_wait_ms / 1000, s.max_queue_size, s.client_max_queue_size,
                                     s.request_timeout_s)
         self.batcher.start()
@@ -65,8 +65,6 @@ class SentimentModel(ServedModel):
         self.require_ready()
         return await self.batcher.submit_many(texts, client)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if getattr(self, "batcher", None) is not None:
             await self.batcher.stop()
-        self.ready = False
-        self.metrics.model_ready.labels(self.name).set(0)

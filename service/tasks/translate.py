@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from seqserve.translation import BeamBatch, BeamSearch, Source, SubwordCodec, Translation, describe, prepare_source
 from service.batching import ANONYMOUS
 from service.continuous import StepLoop
-from service.metrics import Metrics
+from service.metrics import ModelMetrics
 from service.request_log import note
 from service.tasks.base import ServedModel
 
@@ -44,7 +44,7 @@ class SentenceJob:
 
 
 class ContinuousTranslator(StepLoop[SentenceJob]):
-    def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: Metrics, max_requests: int,
+    def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: ModelMetrics, max_requests: int,
                  max_active: int, steps_per_hop: int = 1, client_max_requests: int | None = None,
                  deadline_s: float = 0.0, max_rows: int | None = None):
         super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s, max_rows)
@@ -89,17 +89,19 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
                 job.source = prepare_source(self.codec, job.text)
             for job, search in zip(jobs, self.batch.add([job.source.ids for job in jobs], beam_size, max_length)):
                 job.search = search
-                self.metrics.queue_wait_seconds.labels(self.name).observe(now - job.enqueued)
+                self.metrics.waited(now - job.enqueued)
             self._active += jobs
         finished: set[int] = set()
         busiest = len(self.batch)
         for _ in range(self.steps_per_hop):
             if not self.batch:
                 break
-            self.metrics.batch_size.labels(self.name).observe(len(self.batch))
-            rows, started = sum(s.beam_size for s in self.batch.searches), time.perf_counter()
+            sentences, rows = len(self.batch), sum(s.beam_size for s in self.batch.searches)
+            started = time.perf_counter()
             finished |= {id(search) for search in self.batch.step()}
-            self.step_times.observe(rows, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.step_times.observe(rows, elapsed)
+            self.metrics.run(sentences, elapsed)
         for job in self._active:
             job.batch_size = max(job.batch_size, busiest)
         done = [job for job in self._active if id(job.search) in finished]
@@ -130,7 +132,7 @@ class TranslateModel(ServedModel):
     async def start(self) -> None:
         s = self.settings
         batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
-        self.translator = ContinuousTranslator(self.name, batch, self.codec, self.metrics, s.max_queue_size,
+        self.translator = ContinuousTranslator(self.name, batch, self.codec, self.model_metrics, s.max_queue_size,
                                                s.translate_max_active, s.translate_steps_per_hop,
                                                s.client_max_queue_size, s.request_timeout_s, s.translate_max_rows)
         self.translator.start()
@@ -163,8 +165,6 @@ class TranslateModel(ServedModel):
         self.require_ready()
         return await self.translator.translate(texts, beam_size, max_length, client)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if getattr(self, "translator", None) is not None:
             await self.translator.stop()
-        self.ready = False
-        self.metrics.model_ready.labels(self.name).set(0)

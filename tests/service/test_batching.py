@@ -13,7 +13,7 @@ from service.metrics import Metrics
 
 def make(process, **overrides) -> MicroBatcher:
     options = {"max_batch_size": 8, "max_wait_s": 0.02, "max_queue_size": 64} | overrides
-    return MicroBatcher("test", process, Metrics(), **options)
+    return MicroBatcher("test", process, Metrics().model("test", "1"), **options)
 
 
 def run(coroutine):

@@ -32,8 +32,9 @@ def test_a_stream_joining_mid_generation_gets_the_same_output_as_alone(client, m
 
     def shared_runs() -> float:  # step-graph runs with more than one row so far
         sample = music.metrics.registry.get_sample_value
-        return (sample("seqserve_batch_size_count", {"model": music.name})
-                - sample("seqserve_batch_size_bucket", {"model": music.name, "le": "1.0"}))
+        labels = {"model": music.name, "version": music.manifest.version}
+        return (sample("seqserve_batch_size_count", labels)
+                - sample("seqserve_batch_size_bucket", labels | {"le": "1.0"}))
 
     async def run():
         before = shared_runs()

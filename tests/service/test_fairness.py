@@ -43,7 +43,7 @@ def test_step_times_estimate_unmeasured_sizes_from_the_nearest_without_going_bel
 
 
 def test_admission_refuses_by_room_client_and_deadline():
-    admission = Admission("m", Metrics(), max_items=10, client_max_items=4, deadline_s=5)
+    admission = Admission("m", Metrics().model("m", "1"), max_items=10, client_max_items=4, deadline_s=5)
     admission.check_room(in_flight=6, client_in_flight=0, items=4)
     with pytest.raises(QueueFull):
         admission.check_room(in_flight=7, client_in_flight=0, items=4)
@@ -70,7 +70,7 @@ def test_micro_batches_serve_a_single_request_before_a_hog_s_backlog():
         return items
 
     async def scenario():
-        batcher = MicroBatcher("m", process, Metrics(), max_batch_size=8, max_wait_s=0.001, max_queue_size=256)
+        batcher = MicroBatcher("m", process, Metrics().model("m", "1"), max_batch_size=8, max_wait_s=0.001, max_queue_size=256)
         batcher.start()
         hog = asyncio.create_task(batcher.submit_many([f"a{i}" for i in range(64)], client="a"))
         await asyncio.sleep(0.05)  # A's first batch holds the worker; 56 of A's items wait
@@ -87,7 +87,7 @@ def test_micro_batches_serve_a_single_request_before_a_hog_s_backlog():
 def test_micro_batcher_refuses_a_client_over_its_share_of_the_queue():
     async def scenario():
         release = threading.Event()
-        batcher = MicroBatcher("m", lambda items: (release.wait(5), items)[1], Metrics(), max_batch_size=4,
+        batcher = MicroBatcher("m", lambda items: (release.wait(5), items)[1], Metrics().model("m", "1"), max_batch_size=4,
                                max_wait_s=0.001, max_queue_size=64, client_max_queue_size=8)
         batcher.start()
         first = asyncio.create_task(batcher.submit_many(list(range(8)), client="a"))

@@ -40,12 +40,30 @@ def test_models_report_provider_signature_hashes_and_metrics(client, models_dir)
 
 def test_metrics_exposition(client):
     client.post("/sentiment", json={"text": "fine"})
+    client.post("/sentiment", json={"text": ""})
     text = client.get("/metrics").text
     for name in ("seqserve_requests_total", "seqserve_request_duration_seconds_bucket",
                  "seqserve_in_flight_requests", "seqserve_queue_wait_seconds_bucket",
-                 "seqserve_batch_size_bucket", "seqserve_inference_seconds_bucket"):
-        assert name in text
-    assert 'seqserve_requests_total{endpoint="/sentiment",status="200"}' in text
+                 "seqserve_batch_size_bucket", "seqserve_inference_seconds_bucket",
+                 "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+        assert name in text, name
+    assert 'seqserve_requests_total{endpoint="/sentiment",outcome="ok",status="200"}' in text
+    assert 'seqserve_requests_total{endpoint="/sentiment",outcome="validation_error",status="422"}' in text
+    version = served("sentiment").name
+    assert f'seqserve_batch_size_count{{model="sentiment",version="{version}"}}' in text
+    assert f'seqserve_model_ready{{model="sentiment",version="{version}"}} 1.0' in text
+    assert "_created" not in text
+
+
+def test_warm_up_is_not_counted_in_the_model_metrics(models_dir):
+    settings = Settings(models_dir=models_dir, device="cpu", expected_models=["sentiment"])
+    with TestClient(create_app(settings)) as fresh:
+        model = fresh.app.state.registry.get("sentiment")
+        labels = {"model": "sentiment", "version": model.manifest.version}
+        count = lambda: model.metrics.registry.get_sample_value("seqserve_batch_size_count", labels)  # noqa: E731
+        assert count() == 0
+        fresh.post("/sentiment", json={"text": "fine"})
+        assert count() == 1
 
 
 def test_openapi_documents_every_endpoint_with_examples(client):
