@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from contextvars import ContextVar
 from typing import Any
 
@@ -32,8 +33,8 @@ class JsonFormatter(logging.Formatter):
     """Log records as one JSON object per line; an access record's fields go in as they are."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-                                "logger": record.name}
+        when = datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
+        line: dict[str, Any] = {"time": when, "level": record.levelname, "logger": record.name}
         fields = getattr(record, "fields", None)
         if fields:
             line.update(fields)

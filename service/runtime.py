@@ -51,7 +51,15 @@ def preload_cuda_libraries() -> None:
         ort.preload_dlls(directory="")
 
 
+# ONNX Runtime logs from C++ straight to stderr, coloured, outside the JSON log: below
+# SEQSERVE_LOG_LEVEL=debug only its errors get through (0 verbose ... 3 error, 4 fatal).
+ORT_SEVERITY = {"debug": 1}
+ERRORS_ONLY, FATAL_ONLY = 3, 4
+
+
 def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    debug = settings.log_level.lower() == "debug"
+    ort.set_default_logger_severity(ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY))
     if settings.device != "cpu":
         preload_cuda_libraries()
     options = ort.SessionOptions()
@@ -61,13 +69,22 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     # Spinning threads wait for the next run at full speed: a win when the cores are ONNX
     # Runtime's alone, a loss here, where the event loop and tokenisation need them too.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
-    session = ort.InferenceSession(str(path), sess_options=options, providers=requested_providers(settings))
+    options.log_severity_level = ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY)
+    if settings.device == "auto" and not debug:
+        # Trying CUDA on a host without it is expected here, not an error: ONNX Runtime's own
+        # lines about it are silenced, and the warning below says what happened.
+        ort.set_default_logger_severity(FATAL_ONLY)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=requested_providers(settings))
+    finally:
+        ort.set_default_logger_severity(ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY))
     in_use = session.get_providers()
     if settings.device == "cuda" and in_use[0] != CUDA:
         raise DeviceUnavailable(f"device=cuda, but ONNX Runtime runs {path.name} on {in_use[0]} "
                                 f"(available: {', '.join(ort.get_available_providers())})")
     if settings.device == "auto" and in_use[0] != CUDA and CUDA in ort.get_available_providers():
-        # onnxruntime-gpu on a host without CUDA libraries: its own error lines above say why.
-        log.warning("CUDA provider could not be loaded for %s; running on the CPU", path.name)
+        # onnxruntime-gpu on a host without a GPU or without the CUDA 13 / cuDNN 9 libraries.
+        log.warning("CUDA provider could not be loaded for %s (no GPU, or no CUDA 13 / cuDNN 9 libraries); "
+                    "running on the CPU. SEQSERVE_LOG_LEVEL=debug shows ONNX Runtime's own messages", path.name)
     log.info("session %s on %s", path, in_use[0])
     return session

@@ -111,3 +111,31 @@ def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_log_is_json_only_even_when_cuda_is_tried_and_missing():
+    """device=auto on a host without CUDA: ONNX Runtime's own coloured lines stay out of the log."""
+    import os
+
+    port = free_port()
+    env = {**os.environ, "SEQSERVE_EXPECTED_MODELS": "sentiment"}
+    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+                                "--device", "auto"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        lines = [line for line in process.stdout.read().decode().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+        assert all("." in r["time"] for r in records), "timestamps carry milliseconds"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
