@@ -19,14 +19,15 @@ class Settings(BaseSettings):
     models_dir: Path = Field(REPO_ROOT / "models", description="holds <task>/<version>/manifest.json")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA if ONNX Runtime can use it, else CPU; cuda: CUDA or not ready")
-    cuda_device_id: int = 0
+    cuda_device_id: int = Field(0, ge=0, description="GPU index for the CUDA provider")
     # CUDA execution provider options (ignored on the CPU).
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
         "kSameAsRequested", description="how the GPU memory arena grows; kSameAsRequested wastes least")
     cuda_mem_limit_bytes: int = Field(0, ge=0, description="GPU memory arena cap; 0: no cap")
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
-    host: str = "127.0.0.1"
-    port: int = 8000
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "HEURISTIC", description="how cuDNN picks convolution algorithms (CUDA provider option)")
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
 
     # Batching, per task (defaults chosen with `python -m benchmarks.tuning` on a 2-core CPU).
     # Sentiment is micro-batched: a batch runs when it is full or its first item has waited.
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
 
     expected_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["sentiment", "translate", "music"],
+        default=["sentiment", "translate", "music"],
         description="tasks that must be loaded and warm before /readyz answers 200 (comma-separated)")
 
     # music21 (tune checks, MIDI) runs in worker processes: a call past its time limit, or whose
@@ -71,7 +72,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0: its default")
     intra_op_spinning: bool = Field(
         False, description="let ONNX Runtime's threads spin between runs (steals CPU from the event loop on small hosts)")
-    graceful_shutdown_s: float = Field(30.0, ge=0)
+    graceful_shutdown_s: float = Field(
+        30.0, ge=0, description="on SIGTERM: how long requests in flight may finish (then they are cut), then exit 0")
     request_timeout_s: float = Field(60.0, ge=0, description="a request still unanswered after this gets 503; 0: none")
 
     # Access control: off unless keys are set. Comma-separated in the environment.
@@ -81,8 +83,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(0, ge=0, description="per key (per client address without keys); 0: off")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="allowed origins; empty: CORS off")
 
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug also shows ONNX Runtime's own messages")
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def lower_case(cls, value):
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("api_keys", "cors_origins", "expected_models", mode="before")
     @classmethod

@@ -139,3 +139,20 @@ def test_the_log_is_json_only_even_when_cuda_is_tried_and_missing():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_every_setting_is_a_flag_with_help_and_flags_win_over_the_environment(monkeypatch):
+    from service.__main__ import parse_settings
+    from service.config import Settings
+
+    help_text = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=60).stdout
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in help_text, name
+    monkeypatch.setenv("SEQSERVE_MAX_QUEUE_SIZE", "64")
+    monkeypatch.setenv("SEQSERVE_LOG_LEVEL", "WARNING")
+    settings, _ = parse_settings(["--port", "9123", "--api-keys", "k1,k2"])
+    assert (settings.port, settings.api_keys, settings.max_queue_size) == (9123, ["k1", "k2"], 64)
+    assert settings.log_level == "warning"
+    settings, _ = parse_settings(["--max-queue-size", "32"])
+    assert settings.max_queue_size == 32
