@@ -1,4 +1,4 @@
-"""The endpoints of docs/API: each translates HTTP to a call on its task's model and back."""
+"""The endpoints of docs/api.md: each translates HTTP to a call on its task's model and back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response bodies, exactly as ../shared/API.md fixes them.
+"""Request and response bodies, exactly as docs/api.md fixes them.
 
 Validation is bounded: a request body is checked for unknown keys and over-long lists before
 any field is validated (one error, a few names), so no body under the size limit costs more
@@ -44,7 +44,7 @@ def normalised_at_most(max_chars: int):
 
 
 def trimmed_text(max_chars: int) -> object:
-    """A text whose limits count it after trimming white space, as API.md fixes them, and after
+    """A text whose limits count it after trimming white space, as docs/api.md fixes them, and after
     NFKC normalisation. JSON Schema's minLength and maxLength would count the text as sent (a
     schema that lets through fewer texts than the API takes), so the schema says "some
     non-space character" with a pattern, and the upper limit with an extension key."""
