@@ -16,7 +16,8 @@ from pydantic_settings import CliSettingsSource
 from service import http, request_log
 from service.app import create_app
 from service.config import Settings
-from service.registry import ModelsDirMissing, newest_versions
+from service.errors import ModelsDirMissing
+from service.registry import newest_versions
 
 
 class Server(uvicorn.Server):

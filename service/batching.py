@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
+from service.errors import QueueFull
+from service.fairness import Admission, FairQueue, StepTimes, fair_share
 from service.metrics import ModelMetrics
 from service.request_log import note
 

@@ -4,35 +4,23 @@
 per hop admits the requests that arrived, runs a few steps for everyone (in a thread, so the
 event loop stays free) and hands out what is ready. A request leaves the set as soon as it
 is done (or its client went away); it never waits for the others. A hop that fails fails the
-requests in it, and the loop lives on.
-
-`ContinuousGenerator` (music): each step is ONE step-graph run for all active rows, each row
-sampled with its own seeded generator and settings. An LSTM's state is a fixed-size row per
-stream, so joining and leaving is appending and deleting rows. Each row's arithmetic does not
-depend on the other rows, so a stream's output depends on its seed and settings only, not on
-who else was generating.
+requests in it, and the loop lives on. Each task's loop lives with its task:
+`service/tasks/translate.py: ContinuousTranslator`, `service/tasks/music.py: ContinuousGenerator`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from abc import ABC, abstractmethod
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-import numpy as np
-
-from seqserve.bar_clock import BarClock
-from seqserve.generation import GenerationState, next_clock_ids, sample_ids
-from service.batching import ANONYMOUS, cancel_worker
-from service.fairness import Admission, FairQueue, QueueFull, StepTimes, fair_share
+from service.batching import cancel_worker
+from service.errors import QueueFull
+from service.fairness import Admission, FairQueue, StepTimes, fair_share
 from service.metrics import ModelMetrics
-from service.step_state import StepState
 
 
 class HasClient(Protocol):
@@ -198,157 +186,3 @@ class StepLoop(ABC, Generic[Request]):
                 self._handed = []
             self._hand_out(results)
             self.metrics.waiting(len(self._waiting))
-
-
-@dataclass(eq=False)
-class Stream:
-    client: str
-    prompt: str
-    remaining: int
-    temperature: float
-    top_k: int | None
-    generator: np.random.Generator
-    chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # str, then None (done) or an exception
-    pending: list[int] = field(default_factory=list)
-    cancelled: bool = False
-    clock: BarClock | None = None  # for a model that reads the bar clock
-
-
-@dataclass(eq=False)
-class PromptRead:
-    """Streams with the same prompt, whose prompt is being read (in pieces, across hops)."""
-
-    prompt: str
-    streams: list[Stream]
-    done_chars: int = 0
-    state: GenerationState | None = None
-
-
-# Prompt characters read per hop, at most (about 70 ms for the 1024-unit LSTM on 2 CPU cores):
-# a long prompt is read in pieces across hops, so it never stalls the streams already writing.
-PROMPT_CHARS_PER_HOP = 512
-
-
-class ContinuousGenerator(StepLoop[Stream]):
-    def __init__(self, name: str, read_prompts: Callable[..., GenerationState], state: StepState,
-                 decode: Callable[[list[int]], str], metrics: ModelMetrics, max_streams: int,
-                 max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4,
-                 client_max_streams: int | None = None, deadline_s: float = 0.0,
-                 prompt_chars_per_hop: int = PROMPT_CHARS_PER_HOP):
-        super().__init__(name, metrics, max_streams, max_active, client_max_streams, deadline_s)
-        self.read_prompts = read_prompts  # (prompt piece, copies, after) -> state of `copies` rows
-        self.state = state  # the active rows' state, on the step graph's device
-        self.decode = decode
-        self.chunk_chars = chunk_chars
-        self.steps_per_hop = steps_per_hop
-        self.prompt_chars_per_hop = prompt_chars_per_hop
-        self._active: list[Stream] = []
-        self._reading: list[PromptRead] = []  # admitted, prompt not yet read: in arrival order
-
-    def _batch_requests(self) -> list[Stream]:
-        return self._active + [stream for read in self._reading for stream in read.streams]
-
-    def _gone(self, stream: Stream) -> bool:
-        return stream.cancelled
-
-    def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-               seed: int, client: str = ANONYMOUS, checked: bool = True) -> AsyncIterator[str]:
-        """Admit a stream now (or refuse: see StepLoop._admit) and return its chunks."""
-        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed))
-        self._admit([stream], steps=max_length, checked=checked)
-        return self._chunks(stream)
-
-    async def _chunks(self, stream: Stream) -> AsyncIterator[str]:
-        try:
-            while True:
-                item = await stream.chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            stream.cancelled = True  # a client that went away leaves the batch at the next hop
-
-    def _hand_out(self, results: list[tuple[Stream, str, bool]]) -> None:
-        for stream, text, done in results:
-            if text:
-                stream.chunks.put_nowait(text)
-            if done:
-                stream.chunks.put_nowait(None)
-
-    def _fail_all(self, joining: list[Stream], error: Exception) -> None:
-        for stream in joining + self._batch_requests():
-            stream.chunks.put_nowait(error)
-        self._active, self._reading = [], []
-        self.state.keep(np.arange(0))
-
-    def _hop(self, joining: list[Stream]) -> list[tuple[Stream, str, bool]]:
-        """In the worker thread: admit, step, and return (stream, text, done) to hand out."""
-        self._join(joining)
-        self._drop([i for i, s in enumerate(self._active) if s.cancelled])
-        for _ in range(self.steps_per_hop):
-            if not self._active:
-                break
-            self._step()
-            if any(s.remaining == 0 for s in self._active):
-                break
-        out, done_rows = [], []
-        for row, stream in enumerate(self._active):
-            done = stream.remaining == 0
-            if done or len(stream.pending) >= self.chunk_chars:
-                out.append((stream, self.decode(stream.pending), done))
-                stream.pending = []
-            if done:
-                done_rows.append(row)
-        self._drop(done_rows)
-        return out
-
-    def _join(self, streams: list[Stream]) -> None:
-        """Queue the prompts of joining streams, then read at most `prompt_chars_per_hop`
-        characters of the queued prompts, oldest first; a stream whose prompt is read joins
-        the batch. Identical prompts (a new tune) joining together are read once, as one batch."""
-        by_prompt: dict[str, list[Stream]] = defaultdict(list)
-        for stream in streams:
-            by_prompt[stream.prompt].append(stream)
-        self._reading += [PromptRead(prompt, group) for prompt, group in by_prompt.items()]
-        budget = self.prompt_chars_per_hop
-        while self._reading and budget > 0:
-            read = self._reading[0]
-            if all(stream.cancelled for stream in read.streams):
-                self._reading.pop(0)
-                continue
-            piece = read.prompt[read.done_chars:read.done_chars + budget]
-            read.state = self.read_prompts(piece, len(read.streams), read.state)
-            read.done_chars += len(piece)
-            budget -= len(piece)
-            if read.done_chars < len(read.prompt):
-                break
-            self._reading.pop(0)
-            for stream, clock in zip(read.streams, read.state.clocks or [None] * len(read.streams)):
-                stream.clock = clock
-            self.state.append(read.state)
-            self._active += read.streams
-
-    def _drop(self, rows: list[int]) -> None:
-        if not rows:
-            return
-        keep = np.setdiff1d(np.arange(len(self._active)), rows)
-        self._active = [self._active[i] for i in keep]
-        self.state.keep(keep)
-
-    def _step(self) -> None:
-        """Sample, read the clock and run the step graph for every active stream; the whole of
-        it is timed, since admission's estimates must count what a step really costs."""
-        started = time.perf_counter()
-        streams = self._active
-        ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
-                         [x.generator for x in streams])
-        clock = next_clock_ids([s.clock for s in streams], self.decode(ids)) if self.state.reads_clock else None
-        self.state.step(ids[:, None].astype(np.int64), clock)
-        for stream, token in zip(streams, ids.tolist()):
-            stream.pending.append(token)
-            stream.remaining -= 1
-        elapsed = time.perf_counter() - started
-        self.step_times.observe(len(streams), elapsed)
-        self.metrics.run(len(streams), elapsed)

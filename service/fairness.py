@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from service.metrics import ModelMetrics
+from service.errors import ClientBusy, QueueFull, TooMuchWork
 
 T = TypeVar("T")
 
@@ -31,23 +32,6 @@ T = TypeVar("T")
 # a busier moment) must not turn admitted work into timeouts. Alone on an idle model, work is
 # admitted while its estimate fits the whole deadline.
 HEADROOM = 0.8
-
-
-class QueueFull(Exception):
-    """The model's queue cannot take these items now; the client should retry later (503)."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class ClientBusy(QueueFull):
-    """This client already has as much work in flight as one client may (429)."""
-
-
-class TooMuchWork(Exception):
-    """This request alone would not finish before the request deadline, however idle the
-    model is (422: send less, retrying will not help)."""
 
 
 class FairQueue(Generic[T]):

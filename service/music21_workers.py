@@ -25,18 +25,11 @@ from pebble import ProcessPool
 
 from seqserve.abc import check_tune
 from service.metrics import Metrics
+from service.errors import Music21Timeout, Music21Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARM_UP_TUNE = "X:1\nT:warm-up\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"
-
-
-class Music21Timeout(Exception):
-    """A music21 call ran past its time limit and was stopped."""
-
-
-class Music21Unavailable(Exception):
-    """The pool is not running (starting or shutting down)."""
 
 
 def _import_music21() -> None:

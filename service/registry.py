@@ -13,14 +13,11 @@ from service.tasks.base import ServedModel
 from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 from service.tasks.translate import TranslateModel
+from service.errors import ModelsDirMissing
 
 log = logging.getLogger(__name__)
 
 TASKS: dict[str, type[ServedModel]] = {model.task: model for model in (SentimentModel, MusicModel, TranslateModel)}
-
-
-class ModelsDirMissing(RuntimeError):
-    pass
 
 
 def newest_versions(models_dir: Path) -> dict[str, Path]:

@@ -14,15 +14,12 @@ from pathlib import Path
 import onnxruntime as ort
 
 from service.config import Settings
+from service.errors import DeviceUnavailable
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-class DeviceUnavailable(RuntimeError):
-    """`device=cuda` was asked for, but the session did not come up on CUDA."""
 
 
 def requested_providers(settings: Settings) -> list:

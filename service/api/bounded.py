@@ -13,21 +13,10 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
+from service.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 
 T = TypeVar("T")
 CUT_MARGIN_S = 2.0  # work still running this long before the grace period ends is cut, so its answer gets out
-
-
-class RequestTimeout(Exception):
-    """The request was not answered within `request_timeout_s`."""
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its answer was ready."""
-
-
-class ShuttingDown(Exception):
-    """The server is stopping and this request's work could not finish within the grace period."""
 
 
 class Drain:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.registry import ModelRegistry
-from service.tasks.base import ModelNotReady
+from service.errors import ModelNotReady
 from service.tasks.music import MusicModel
 from service.tasks.sentiment import SentimentModel
 from service.tasks.translate import TranslateModel

@@ -11,11 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown
-from service.fairness import ClientBusy, QueueFull, TooMuchWork
-from service.music21_workers import Music21Timeout, Music21Unavailable
+from service.errors import (ClientBusy, ClientDisconnected, InvalidInput, ModelNotReady, Music21Timeout,
+                            Music21Unavailable, QueueFull, RequestTimeout, ShuttingDown, TooMuchWork)
 from service.request_log import note
-from service.tasks.base import ModelNotReady
 
 MAX_FIELDS = 5  # validation errors listed in one answer
 MAX_MESSAGE_CHARS = 300  # of each; nothing a client sent is echoed beyond this
@@ -66,6 +64,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             return error_response(422, "validation_error", message, fields=[{"loc": ["body"], "message": str(exc.detail)}])
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
+        fields = [{"loc": ["body", exc.field], "message": _clip(str(exc))}]
+        return error_response(422, "validation_error", f"body.{exc.field}: {fields[0]['message']}", fields=fields)
 
     @app.exception_handler(ClientBusy)
     async def client_busy(_: Request, exc: ClientBusy) -> JSONResponse:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 
 from fastapi import APIRouter, Request
@@ -13,10 +12,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import schemas
-from service.api.bounded import ClientDisconnected, RequestTimeout, ShuttingDown, bounded, bounded_stream
+from service.api.bounded import bounded, bounded_stream
+from service.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 from service.api.deps import Client, Music, Registry, Sentiment, Translate
 from service.request_log import note
-from service.tasks.music import MusicModel
+from service.tasks.music import Composition, MusicModel
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -69,11 +69,13 @@ async def translate(request: Request, body: schemas.TranslateRequest, model: Tra
     return schemas.TranslateBatchResponse(results=answers, model=model.manifest.id)
 
 
-async def _music_answer(abc: str, seed: int, model: MusicModel, ignored: list[str],
+async def _music_answer(model: MusicModel, composition: Composition, generated: list[str],
                         time_left_s: float) -> schemas.MusicResponse:
+    abc = composition.prompt + "".join(generated)
     tunes = [schemas.Tune(abc=t.abc, title=t.title, valid=t.valid, reason=t.reason)
              for t in await model.check_tunes(abc, time_left_s)]
-    return schemas.MusicResponse(abc=abc, tunes=tunes, seed=seed, model=model.manifest.id, ignored_characters=ignored)
+    return schemas.MusicResponse(abc=abc, tunes=tunes, seed=composition.seed, model=model.manifest.id,
+                                 ignored_characters=composition.ignored)
 
 
 def _event(name: str, data: dict) -> str:
@@ -89,34 +91,28 @@ def _event(name: str, data: dict) -> str:
                                                                 'event: result\ndata: {"abc": "X:1\\nT:The ...", ...}\n\n'}}}},
              response_model=schemas.MusicResponse, summary="Write folk music in ABC notation")
 async def generate_music(request: Request, body: schemas.MusicRequest, model: Music, client: Client):
-    if body.top_k is not None and body.top_k > len(model.vocabulary):
-        raise RequestValidationError([{"loc": ("body", "top_k"), "type": "less_than_equal", "input": body.top_k,
-                                       "msg": f"Input should be less than or equal to {len(model.vocabulary)} "
-                                              "(the vocabulary size)"}])
-    seed = body.seed if body.seed is not None else secrets.randbits(63)
-    prompt, ignored = model.clean_prompt(body.prompt)
-    chunks = model.generate(prompt, body.max_length, body.temperature, body.top_k, seed, client)
+    composition = model.compose(body.prompt, body.max_length, body.temperature, body.top_k, body.seed, client)
     timeout, started = model.settings.request_timeout_s, time.perf_counter()
 
     def time_left() -> float:
         """Of the request's deadline (0: none): the generation and the tune check share one."""
         return max(timeout - (time.perf_counter() - started), 0.001) if timeout else 0
 
-    async def answer(text_chunks) -> schemas.MusicResponse:
-        generated = [chunk async for chunk in text_chunks]
-        return await _music_answer(prompt + "".join(generated), seed, model, ignored, time_left())
+    async def answer() -> schemas.MusicResponse:
+        generated = [chunk async for chunk in composition.chunks]
+        return await _music_answer(model, composition, generated, time_left())
 
     if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
-        return await bounded(request, answer(chunks), timeout)
+        return await bounded(request, answer(), timeout)
 
     async def events():
         sent = []
         try:
-            async for text in bounded_stream(request, chunks, timeout):
+            async for text in bounded_stream(request, composition.chunks, timeout):
                 sent.append(text)
                 yield _event("chunk", {"text": text})
             left = time_left()
-            result = await bounded(request, _music_answer(prompt + "".join(sent), seed, model, ignored, left), left)
+            result = await bounded(request, _music_answer(model, composition, sent, left), left)
         except (RequestTimeout, ShuttingDown) as error:
             code = "timeout" if isinstance(error, RequestTimeout) else "shutting_down"
             note(stream_end=code)

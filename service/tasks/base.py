@@ -14,12 +14,9 @@ from seqserve.manifest import Manifest
 from service import runtime
 from service.config import Settings
 from service.metrics import Metrics
+from service.errors import ModelNotReady
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotReady(Exception):
-    """The model exists but is not loaded (still loading, or failed to load)."""
 
 
 class ServedModel(ABC):

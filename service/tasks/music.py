@@ -1,28 +1,207 @@
 """Music task: prompt -> continuous batcher (prompt graph once, then the step graph for all
 active streams together) -> text in chunks, so it can be streamed; a client that goes away
-leaves the batch at the next hop. The complete tunes in an answer are checked, and a tune is
+leaves the batch at the next hop.
+
+`ContinuousGenerator`: each step is ONE step-graph run for all active rows, each row sampled
+with its own seeded generator and settings. An LSTM's state is a fixed-size row per stream,
+so joining and leaving is appending and deleting rows. Each row's arithmetic does not depend
+on the other rows, so a stream's output depends on its seed and settings only, not on who
+else was generating. The complete tunes in an answer are checked, and a tune is
 turned into MIDI, by music21 in worker processes (service.music21_workers), within limits
 that keep the worst accepted call near a second."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
+import numpy as np
 
 from seqserve.abc import MAX_TUNE_CHARS, check_tune, complete_tunes, header_fields, to_midi
+from seqserve.bar_clock import BarClock
 from seqserve.characters import CharVocabulary
-from seqserve.generation import GenerationState, read_prompt
+from seqserve.generation import GenerationState, next_clock_ids, read_prompt, sample_ids
 from service.batching import ANONYMOUS
-from service.continuous import ContinuousGenerator
-from service.music21_workers import Music21Timeout, Music21Workers
+from service.continuous import StepLoop
+from service.metrics import ModelMetrics
+from service.errors import InvalidInput, Music21Timeout
+from service.music21_workers import Music21Workers
 from service.step_state import StepState
 from service.tasks.base import ServedModel
 
 NEW_TUNE = "X:1\n"  # every training tune starts so
 CHUNK_CHARS = 32  # characters per streamed event
 CHECK_MARGIN_S = 0.5  # tune checks stop this long before the request deadline, so the answer gets out
+
+
+@dataclass(eq=False)
+class Stream:
+    client: str
+    prompt: str
+    remaining: int
+    temperature: float
+    top_k: int | None
+    generator: np.random.Generator
+    chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # str, then None (done) or an exception
+    pending: list[str] = field(default_factory=list)  # characters written since the last chunk
+    cancelled: bool = False
+    clock: BarClock | None = None  # for a model that reads the bar clock
+
+
+@dataclass(eq=False)
+class PromptRead:
+    """Streams with the same prompt, whose prompt is being read (in pieces, across hops)."""
+
+    prompt: str
+    streams: list[Stream]
+    done_chars: int = 0
+    state: GenerationState | None = None
+
+
+# Prompt characters read per hop, at most (about 70 ms for the 1024-unit LSTM on 2 CPU cores):
+# a long prompt is read in pieces across hops, so it never stalls the streams already writing.
+PROMPT_CHARS_PER_HOP = 512
+
+
+class ContinuousGenerator(StepLoop[Stream]):
+    def __init__(self, name: str, read_prompts: Callable[..., GenerationState], state: StepState,
+                 decode: Callable[[list[int]], str], metrics: ModelMetrics, max_streams: int,
+                 max_active: int, chunk_chars: int = 32, steps_per_hop: int = 4,
+                 client_max_streams: int | None = None, deadline_s: float = 0.0,
+                 prompt_chars_per_hop: int = PROMPT_CHARS_PER_HOP):
+        super().__init__(name, metrics, max_streams, max_active, client_max_streams, deadline_s)
+        self.read_prompts = read_prompts  # (prompt piece, copies, after) -> state of `copies` rows
+        self.state = state  # the active rows' state, on the step graph's device
+        self.decode = decode
+        self.chunk_chars = chunk_chars
+        self.steps_per_hop = steps_per_hop
+        self.prompt_chars_per_hop = prompt_chars_per_hop
+        self._active: list[Stream] = []
+        self._reading: list[PromptRead] = []  # admitted, prompt not yet read: in arrival order
+
+    def _batch_requests(self) -> list[Stream]:
+        return self._active + [stream for read in self._reading for stream in read.streams]
+
+    def _gone(self, stream: Stream) -> bool:
+        return stream.cancelled
+
+    def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
+               seed: int, client: str = ANONYMOUS, checked: bool = True) -> AsyncIterator[str]:
+        """Admit a stream now (or refuse: see StepLoop._admit) and return its chunks."""
+        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed))
+        self._admit([stream], steps=max_length, checked=checked)
+        return self._chunks(stream)
+
+    async def _chunks(self, stream: Stream) -> AsyncIterator[str]:
+        try:
+            while True:
+                item = await stream.chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            stream.cancelled = True  # a client that went away leaves the batch at the next hop
+
+    def _hand_out(self, results: list[tuple[Stream, str, bool]]) -> None:
+        for stream, text, done in results:
+            if text:
+                stream.chunks.put_nowait(text)
+            if done:
+                stream.chunks.put_nowait(None)
+
+    def _fail_all(self, joining: list[Stream], error: Exception) -> None:
+        for stream in joining + self._batch_requests():
+            stream.chunks.put_nowait(error)
+        self._active, self._reading = [], []
+        self.state.keep(np.arange(0))
+
+    def _hop(self, joining: list[Stream]) -> list[tuple[Stream, str, bool]]:
+        """In the worker thread: admit, step, and return (stream, text, done) to hand out."""
+        self._join(joining)
+        self._drop([i for i, s in enumerate(self._active) if s.cancelled])
+        for _ in range(self.steps_per_hop):
+            if not self._active:
+                break
+            self._step()
+            if any(s.remaining == 0 for s in self._active):
+                break
+        out, done_rows = [], []
+        for row, stream in enumerate(self._active):
+            done = stream.remaining == 0
+            if done or len(stream.pending) >= self.chunk_chars:
+                out.append((stream, "".join(stream.pending), done))
+                stream.pending = []
+            if done:
+                done_rows.append(row)
+        self._drop(done_rows)
+        return out
+
+    def _join(self, streams: list[Stream]) -> None:
+        """Queue the prompts of joining streams, then read at most `prompt_chars_per_hop`
+        characters of the queued prompts, oldest first; a stream whose prompt is read joins
+        the batch. Identical prompts (a new tune) joining together are read once, as one batch."""
+        by_prompt: dict[str, list[Stream]] = defaultdict(list)
+        for stream in streams:
+            by_prompt[stream.prompt].append(stream)
+        self._reading += [PromptRead(prompt, group) for prompt, group in by_prompt.items()]
+        budget = self.prompt_chars_per_hop
+        while self._reading and budget > 0:
+            read = self._reading[0]
+            if all(stream.cancelled for stream in read.streams):
+                self._reading.pop(0)
+                continue
+            piece = read.prompt[read.done_chars:read.done_chars + budget]
+            read.state = self.read_prompts(piece, len(read.streams), read.state)
+            read.done_chars += len(piece)
+            budget -= len(piece)
+            if read.done_chars < len(read.prompt):
+                break
+            self._reading.pop(0)
+            for stream, clock in zip(read.streams, read.state.clocks or [None] * len(read.streams)):
+                stream.clock = clock
+            self.state.append(read.state)
+            self._active += read.streams
+
+    def _drop(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        keep = np.setdiff1d(np.arange(len(self._active)), rows)
+        self._active = [self._active[i] for i in keep]
+        self.state.keep(keep)
+
+    def _step(self) -> None:
+        """Sample, read the clock and run the step graph for every active stream; the whole of
+        it is timed, since admission's estimates must count what a step really costs."""
+        started = time.perf_counter()
+        streams = self._active
+        ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
+                         [x.generator for x in streams])
+        characters = self.decode(ids)  # once a step: for the bar clock and for the text
+        clock = next_clock_ids([s.clock for s in streams], characters) if self.state.reads_clock else None
+        self.state.step(ids[:, None].astype(np.int64), clock)
+        for stream, character in zip(streams, characters):
+            stream.pending.append(character)
+            stream.remaining -= 1
+        elapsed = time.perf_counter() - started
+        self.step_times.observe(len(streams), elapsed)
+        self.metrics.run(len(streams), elapsed)
+
+
+@dataclass(frozen=True)
+class Composition:
+    """An admitted generation: the prompt as the model reads it, the characters dropped from
+    it, the seed, and the text to come, in chunks."""
+
+    prompt: str
+    ignored: list[str]
+    seed: int
+    chunks: AsyncIterator[str]
 
 
 @dataclass(frozen=True)
@@ -83,6 +262,18 @@ class MusicModel(ServedModel):
             return NEW_TUNE, []
         kept, dropped = self.vocabulary.clean(prompt)
         return (kept or NEW_TUNE), dropped
+
+    def compose(self, prompt: str | None, max_length: int, temperature: float, top_k: int | None,
+                seed: int | None, client: str = ANONYMOUS) -> "Composition":
+        """A request's rules, then its admission: `top_k` at most the vocabulary, a seed drawn
+        when none is given, the prompt cleaned (an empty one starts a new tune)."""
+        if top_k is not None and top_k > len(self.vocabulary):
+            raise InvalidInput("top_k", f"Input should be less than or equal to {len(self.vocabulary)} "
+                                        "(the vocabulary size)")
+        seed = seed if seed is not None else secrets.randbits(63)
+        cleaned, ignored = self.clean_prompt(prompt)
+        chunks = self.generate(cleaned, max_length, temperature, top_k, seed, client)
+        return Composition(cleaned, ignored, seed, chunks)
 
     def generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
                  seed: int, client: str = ANONYMOUS) -> AsyncIterator[str]:

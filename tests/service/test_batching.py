@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from service.batching import MicroBatcher, QueueFull
+from service.batching import MicroBatcher
+from service.errors import QueueFull
 from service.metrics import Metrics
 
 

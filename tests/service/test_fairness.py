@@ -10,7 +10,8 @@ import time
 import pytest
 
 from service.batching import MicroBatcher
-from service.fairness import Admission, ClientBusy, FairQueue, QueueFull, StepTimes, TooMuchWork
+from service.errors import ClientBusy, QueueFull, TooMuchWork
+from service.fairness import Admission, FairQueue, StepTimes
 from service.metrics import Metrics
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from seqserve.abc import MAX_TUNE_CHARS, check_tune, to_midi
 from service.metrics import Metrics
-from service.music21_workers import Music21Timeout, Music21Workers
+from service.errors import Music21Timeout
+from service.music21_workers import Music21Workers
 
 HEAD = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n"
 
