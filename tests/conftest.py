@@ -67,3 +67,22 @@ def data_cache(tmp_path_factory) -> Path:
         os.environ.pop("SEQSERVE_CACHE_DIR", None)
     else:
         os.environ["SEQSERVE_CACHE_DIR"] = previous
+
+
+def _cuda_available() -> bool:
+    """An NVIDIA driver with a device, and an ONNX Runtime with the CUDA provider (onnxruntime-gpu
+    lists the provider even on a machine without a GPU, so that alone says nothing)."""
+    import onnxruntime as ort
+
+    return Path("/dev/nvidia0").exists() and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run where there is a CUDA device and skip, saying so, elsewhere (each test
+    still checks that its sessions really came up on CUDA)."""
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: no NVIDIA GPU (/dev/nvidia0) or no CUDA provider here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -53,7 +53,9 @@ def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
         records = [json.loads(line) for line in process.stdout.read().decode().splitlines() if line.strip()]
         access = [r for r in records if r["logger"] == "seqserve.access"]
         assert {(r["route"], r["status"]) for r in access} >= {("/sentiment", 200), ("/generate-music", 200)}
-        assert all(r["request_id"] and r["latency_ms"] >= 0 for r in access)
+        assert len({r["request_id"] for r in access}) == len(access), "one id per request"
+        music = next(r for r in access if r["route"] == "/generate-music")
+        assert music["latency_ms"] > 300, "the access line times the whole request (1,500 characters of music)"
     finally:
         if process.poll() is None:
             process.kill()
