@@ -71,10 +71,11 @@ def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: in
 def music_rate(models_dir: Path, batch: int) -> float:
     """Characters per second: sampling + one step-graph run for `batch` streams per step."""
     from seqserve.characters import CharVocabulary
-    from seqserve.generation import read_prompt, step
+    from seqserve.generation import HostSteps, read_prompt, sample_step
 
     model_dir, manifest, sessions = _sessions(models_dir, "music")
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
     state = read_prompt(sessions["prompt"], vocabulary, "X:1\n", batch=batch)
+    steps = HostSteps(sessions["step"], state)
     generators = [np.random.default_rng(i) for i in range(batch)]
-    return _rate(lambda: step(sessions["step"], state, 1.0, None, generators, vocabulary), batch)
+    return _rate(lambda: sample_step(steps, 1.0, None, generators, vocabulary.decode, state.clocks), batch)

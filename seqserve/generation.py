@@ -11,8 +11,9 @@ A model whose graphs read the bar clock (an input `clocks` [B, T] of the prompt 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -93,15 +94,43 @@ def read_prompt(prompt_session, vocabulary: CharVocabulary, prompt: str, batch: 
     return GenerationState(logits[:, -1, :], h, c, clocks)
 
 
-def step(step_session, state: GenerationState, temperature: float, top_k: int | None,
-         generators: list[np.random.Generator], vocabulary: CharVocabulary) -> np.ndarray:
-    """Sample one character per sequence, then advance the state past it (one step-graph run)."""
+class Steps(Protocol):
+    """Rows of generation state that a step graph advances: `logits` [rows, V] on the host,
+    `step(ids [rows, 1], clock [rows, 1] or None)` runs the graph once. `HostSteps` keeps the
+    state in numpy arrays; the service's `StepState` keeps it on the session's device."""
+
+    logits: np.ndarray
+
+    def step(self, ids: np.ndarray, clock: np.ndarray | None) -> None: ...
+
+
+class HostSteps:
+    """A GenerationState advanced by plain runs of the step graph (arrays on the host)."""
+
+    def __init__(self, step_session, state: GenerationState):
+        self.session, self.state = step_session, state
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.state.logits
+
+    def step(self, ids: np.ndarray, clock: np.ndarray | None) -> None:
+        feeds = {"token": ids, "h": self.state.h, "c": self.state.c} | ({"clock": clock} if clock is not None else {})
+        self.state.logits, self.state.h, self.state.c = self.session.run(None, feeds)
+
+
+def sample_step(state: Steps, temperature: float | np.ndarray, top_k: int | None | list[int | None],
+                generators: list[np.random.Generator], decode: Callable[[np.ndarray], str],
+                clocks: Sequence[BarClock] | None) -> str:
+    """One step of generation for every row — the one step the service, `evaluate` and the
+    benchmarks all run: sample each row's next character, read it into the row's bar clock
+    (for a graph that reads one), advance the state by one step-graph run. Returns the
+    characters, one per row."""
     ids = sample_ids(state.logits, temperature, top_k, generators)
-    feeds = {"token": ids[:, None].astype(np.int64), "h": state.h, "c": state.c}
-    if state.clocks is not None:
-        feeds["clock"] = next_clock_ids(state.clocks, [vocabulary.characters[i] for i in ids])
-    state.logits, state.h, state.c = step_session.run(None, feeds)
-    return ids
+    characters = decode(ids)
+    clock = next_clock_ids(clocks, characters) if clocks is not None else None
+    state.step(ids[:, None].astype(np.int64), clock)
+    return characters
 
 
 def generate_tunes(prompt_session, step_session, vocabulary: CharVocabulary, prompt: str, seeds: list[int],
@@ -109,13 +138,14 @@ def generate_tunes(prompt_session, step_session, vocabulary: CharVocabulary, pro
     """Continue one cleaned prompt once per seed, in one batch, each until its tune ends (the
     blank line) or `max_length` characters; returns the text written after the prompt."""
     state = read_prompt(prompt_session, vocabulary, prompt, batch=len(seeds))
+    steps = HostSteps(step_session, state)
     generators = [np.random.default_rng(seed) for seed in seeds]
     outputs = ["" for _ in seeds]
     active = np.ones(len(seeds), dtype=bool)
     for _ in range(max_length):
-        ids = step(step_session, state, temperature, top_k, generators, vocabulary)
+        characters = sample_step(steps, temperature, top_k, generators, vocabulary.decode, state.clocks)
         for row in np.flatnonzero(active):
-            outputs[row] += vocabulary.characters[ids[row]]
+            outputs[row] += characters[row]
             active[row] = not outputs[row].endswith(TUNE_SEPARATOR)
         if not active.any():
             break

@@ -16,6 +16,8 @@ from seqserve.generation import GenerationState, reads_clock
 
 
 class StepState:
+    """The device-resident implementation of `seqserve.generation.Steps`."""
+
     def __init__(self, step_session: ort.InferenceSession, device: str = "cpu", device_id: int = 0):
         self.session = step_session
         self.reads_clock = reads_clock(step_session)

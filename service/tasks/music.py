@@ -24,7 +24,7 @@ import numpy as np
 from seqserve.abc import MAX_TUNE_CHARS, check_tune, complete_tunes, header_fields, to_midi
 from seqserve.bar_clock import BarClock
 from seqserve.characters import CharVocabulary
-from seqserve.generation import GenerationState, next_clock_ids, read_prompt, sample_ids
+from seqserve.generation import GenerationState, read_prompt, sample_step
 from service.batching import ANONYMOUS
 from service.continuous import StepLoop
 from service.metrics import ModelMetrics
@@ -180,11 +180,9 @@ class ContinuousGenerator(StepLoop[Stream]):
         it is timed, since admission's estimates must count what a step really costs."""
         started = time.perf_counter()
         streams = self._active
-        ids = sample_ids(self.state.logits, np.array([x.temperature for x in streams]), [x.top_k for x in streams],
-                         [x.generator for x in streams])
-        characters = self.decode(ids)  # once a step: for the bar clock and for the text
-        clock = next_clock_ids([s.clock for s in streams], characters) if self.state.reads_clock else None
-        self.state.step(ids[:, None].astype(np.int64), clock)
+        characters = sample_step(self.state, np.array([s.temperature for s in streams]), [s.top_k for s in streams],
+                                 [s.generator for s in streams], self.decode,
+                                 [s.clock for s in streams] if self.state.reads_clock else None)
         for stream, character in zip(streams, characters):
             stream.pending.append(character)
             stream.remaining -= 1
