@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # seqserve images. Targets:
-#   service  (default) ONNX Runtime + the committed models; no torch.   docker compose up
-#   train    the training pipeline with torch (CUDA build from PyPI).   docker compose --profile train run train ...
+#   service      ONNX Runtime + CUDA/cuDNN wheels + the committed models; no torch.  docker compose up
+#   service-cpu  the same without any NVIDIA library (CPU hosts).   docker compose -f docker-compose.yml -f docker-compose.cpu.yml up
+#   train        the training pipeline with torch (CUDA build from PyPI).   docker compose --profile train run train ...
+# PYTHON_IMAGE: any Debian-like image with python3 (>= 3.11) and its venv module, e.g. a bookworm
+# made by mmdebstrap where no registry can be reached (scripts/image_check, docs/image_check.md).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS python-base
@@ -9,25 +12,31 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LANG=C.UTF-8 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin seqserve
 
-# Dependencies first (cached while only code changes), then the code itself.
-FROM python-base AS service-build
+# The project and its dependencies into /opt/venv (re-run when pyproject, README or the code
+# change). `python3`: the binary every base has (Debian's own has no `python`); the venv adds it.
+FROM python-base AS service-build-cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY seqserve ./seqserve
 COPY service ./service
 COPY training ./training
+# No extra: onnxruntime-gpu (linux x86_64; it runs on the CPU as well) without the NVIDIA wheels.
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install .
+
+FROM service-build-cpu AS service-build
 # The `cuda` extra adds the CUDA 13 and cuDNN 9 libraries onnxruntime-gpu loads (NVIDIA's
 # pip wheels), so the image needs no CUDA base: only the host's driver, via the NVIDIA runtime.
-RUN python -m venv /opt/venv && pip install ".[cuda]"
+RUN /opt/venv/bin/pip install ".[cuda]"
 
-FROM python-base AS service
-COPY --from=service-build /opt/venv /opt/venv
+# What both service images share: the settings, the user, the health check. Each image then
+# adds its venv, then the models (their own layer, as before).
+FROM python-base AS service-runtime
 WORKDIR /app
-COPY --chown=seqserve:seqserve models ./models
 ENV SEQSERVE_MODELS_DIR=/app/models \
     SEQSERVE_HOST=0.0.0.0 \
     SEQSERVE_PORT=8000 \
@@ -41,13 +50,22 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "service"]
 
+FROM service-runtime AS service-cpu
+ENV SEQSERVE_DEVICE=cpu
+COPY --from=service-build-cpu /opt/venv /opt/venv
+COPY --chown=seqserve:seqserve models ./models
+
+FROM service-runtime AS service
+COPY --from=service-build /opt/venv /opt/venv
+COPY --chown=seqserve:seqserve models ./models
+
 FROM python-base AS train
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY seqserve ./seqserve
 COPY service ./service
 COPY training ./training
-RUN python -m venv /opt/venv && pip install ".[train,cuda]" && chown -R seqserve:seqserve /app
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install ".[train,cuda]" && chown -R seqserve:seqserve /app
 ENV SEQSERVE_CACHE_DIR=/home/seqserve/.cache/seqserve \
     SEQSERVE_RUNS_DIR=/app/runs
 USER 10001:10001

@@ -51,6 +51,7 @@ def test_gpu_compose_file_is_valid_and_reserves_a_gpu(docker_compose):
     device = service["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert service["environment"]["SEQSERVE_DEVICE"] == "cuda"
+    assert service["build"]["target"] == "service" and service["image"] == "seqserve:latest"
     assert service["volumes"][0]["read_only"] is True and service["restart"] == "unless-stopped"
     assert "/readyz" in " ".join(service["healthcheck"]["test"])
     assert "train" not in config["services"]  # behind its profile
@@ -62,6 +63,9 @@ def test_cpu_variant_drops_the_gpu(docker_compose):
     service = config["services"]["seqserve"]
     assert "deploy" not in service or not service["deploy"]
     assert service["environment"]["SEQSERVE_DEVICE"] == "cpu"
+    # The image without NVIDIA libraries, tagged apart from the GPU one.
+    assert service["build"]["target"] == "service-cpu"
+    assert service["image"] == "seqserve:cpu"
 
 
 def test_training_profile(docker_compose):
