@@ -14,6 +14,7 @@ from service.api import errors
 from service.api.bounded import Drain
 from service.api.middleware import RequestGuard
 from service.api.schemas import ENDPOINT_BODY_BYTES
+from service.api import v2
 from service.api.routes import router
 from service.api.security import AccessControl
 from service.config import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.drain = Drain()  # the server calls app.state.drain.begin(grace) on SIGTERM
     app.include_router(router)
+    app.include_router(v2.router)  # the Open Inference Protocol, on the same models and batchers
     errors.install(app, settings.retry_after_s)
     known = {route.path for route in router.routes} | {"/docs", "/openapi.json", "/redoc"}
     # Outermost last: request id, metrics and the access log see every answer, 401 and 429

@@ -171,6 +171,7 @@ class MicroBatcher(Generic[In, Out]):
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
             except Exception as error:  # the batch fails, the worker lives on
+                self.metrics.failed()
                 for entry in batch:
                     if not entry.future.done():
                         entry.future.set_exception(error)

@@ -180,6 +180,7 @@ class StepLoop(ABC, Generic[Request]):
             try:
                 results = await loop.run_in_executor(self._executor, self._hop, joining)
             except Exception as error:  # a failing hop fails the requests in it; the worker lives on
+                self.metrics.failed()
                 self._fail_all(joining, error)
                 continue
             finally:

@@ -13,6 +13,9 @@ Every model metric carries `model` and `version`. One meaning for every model:
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
 disable_created_metrics()  # the `_created` twin of every counter and histogram: noise for every scraper
@@ -54,6 +57,19 @@ class Metrics:
         return ModelMetrics(self, name, version)
 
 
+@dataclass
+class Totals:
+    """Counts and cumulative times since start, for the protocol's statistics endpoint."""
+
+    runs: int = 0
+    items: int = 0
+    run_seconds: float = 0.0
+    waits: int = 0
+    wait_seconds: float = 0.0
+    failed_runs: int = 0
+    last_run_at: float = 0.0  # seconds since the epoch
+
+
 class ModelMetrics:
     """One model's series. Nothing is recorded until `recording` is set (after warm-up)."""
 
@@ -68,16 +84,26 @@ class ModelMetrics:
         self._refused_items = metrics.refused_items.labels(*labels)
         self._ready = metrics.model_ready.labels(*labels)
         self.recording = False
+        self.totals = Totals()
 
     def run(self, items: int, seconds: float) -> None:
         """One graph run: its batch size and its time."""
         if self.recording:
             self._batch_size.observe(items)
             self._inference.observe(seconds)
+            t = self.totals
+            t.runs, t.items, t.run_seconds, t.last_run_at = t.runs + 1, t.items + items, t.run_seconds + seconds, time.time()
+
+    def failed(self) -> None:
+        """A graph run that failed (its requests got the error)."""
+        if self.recording:
+            self.totals.failed_runs += 1
 
     def waited(self, seconds: float) -> None:
         if self.recording:
             self._queue_wait.observe(seconds)
+            self.totals.waits += 1
+            self.totals.wait_seconds += seconds
 
     def waiting(self, items: int) -> None:
         self._queue_depth.set(items)

@@ -28,7 +28,7 @@ class RequestGuard:
             return
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
-        endpoint = scope["path"] if scope["path"] in self.known_paths else "unmatched"
+        endpoint = self._endpoint(scope["path"])
         status = 500
         started = time.perf_counter()
         record = open_record(request_id=request_id, method=scope["method"], route=endpoint)
@@ -58,6 +58,14 @@ class RequestGuard:
             self.metrics.request_seconds.labels(endpoint, str(status)).observe(elapsed)
             record.update(status=status, latency_ms=round(elapsed * 1000, 2))
             access_log.info("%s %s %s", scope["method"], endpoint, status, extra={"fields": record})
+
+    def _endpoint(self, path: str) -> str:
+        """The metrics label of a path: the route, never the raw path (its values are unbounded)."""
+        if path in self.known_paths:
+            return path
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return "/v2/models/{name}/infer"
+        return "/v2" if path.startswith("/v2") else "unmatched"
 
     def _limited(self, receive: Receive, limit: int) -> Receive:
         """Counts a body sent without Content-Length (chunked) and stops it at the limit."""
