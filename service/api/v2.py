@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.api import schemas
 from service.api.bounded import bounded
@@ -29,7 +29,22 @@ from service.errors import (ClientBusy, ClientDisconnected, InvalidInput, ModelN
 from service.registry import ModelRegistry
 from service.tasks.base import ServedModel
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+class ProtocolErrorBody(BaseModel):
+    """The protocol's error answer; tritonclient shows `error` as the message."""
+
+    error: str
+
+
+def _errors(*statuses: int) -> dict[int, dict]:
+    meaning = {400: "the request breaks the protocol (tensor names, datatypes, shapes, JSON)",
+               404: "unknown model or version", 413: "request body too large",
+               422: "a limit of the model's inputs (as the typed endpoint's), or more work than the deadline allows",
+               429: "this client has too much work in flight, or is over its rate limit; see Retry-After",
+               503: "queue full, timeout, shutting down or model not ready; see Retry-After"}
+    return {status: {"model": ProtocolErrorBody, "description": meaning[status]} for status in statuses}
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=_errors(400, 404))
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 
@@ -127,7 +142,8 @@ async def server_live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready", operation_id="server_ready", summary="200 when every expected model is ready")
+@router.get("/health/ready", operation_id="server_ready", summary="200 when every expected model is ready",
+            responses=_errors(503))
 async def server_ready(request: Request) -> Response:
     missing = _registry(request).not_ready()
     if missing or request.app.state.drain.draining:
@@ -208,7 +224,7 @@ def _model_routes(path: str, with_version: bool) -> None:
     async def statistics(request: Request, name: str, version: str | None = None) -> Response:
         return await answering_errors(request, lambda: _json({"model_stats": [_statistics(_model(request, name, version))]}))
 
-    @router.post(path + "/infer", operation_id=f"model_infer{suffix}",
+    @router.post(path + "/infer", operation_id=f"model_infer{suffix}", responses=_errors(413, 422, 429, 503),
                  summary="Inference: JSON tensors, or the binary tensor data extension",
                  openapi_extra={"requestBody": {"content": {
                      "application/json": {"schema": {"type": "object"}},
