@@ -60,3 +60,4 @@ def test_image_check_script_is_executable_and_documented():
     assert script.is_file() and os.access(script, os.X_OK)
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--cpu-only" in result.stdout
+    assert (REPO_ROOT / "docs" / "image_check.md").is_file()
