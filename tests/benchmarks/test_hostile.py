@@ -22,6 +22,8 @@ import pytest
 from benchmarks import hostile
 from tests.conftest import MODELS_DIR
 
+pytestmark = pytest.mark.slow  # starts a real server process and attacks it
+
 HEALTHZ_LOOSE_MS = 1000.0
 
 

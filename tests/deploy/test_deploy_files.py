@@ -93,6 +93,7 @@ def test_kubernetes_manifests_validate():
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+@pytest.mark.slow  # runs every graph on two providers
 def test_gpu_check_runs_dry_on_the_cpu(tmp_path):
     """scripts/gpu_check.py compared CPU with CPU: the code path a GPU machine runs, minus CUDA."""
     out = tmp_path / "gpu_check.json"

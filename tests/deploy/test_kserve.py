@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.network  # the kserve wheel, from PyPI
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KSERVE = "kserve==0.21.0"
 ROOTS = {"ServingRuntime": "V1alpha1ServingRuntime", "InferenceService": "V1beta1InferenceService"}

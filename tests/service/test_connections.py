@@ -25,6 +25,8 @@ import uvicorn
 from service import http
 from service.config import Settings
 
+pytestmark = pytest.mark.slow  # starts real server processes and waits out timeouts
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHORT_LIMITS = {"SEQSERVE_HEADER_TIMEOUT_S": "1", "SEQSERVE_BODY_TIMEOUT_S": "1",
                 "SEQSERVE_KEEP_ALIVE_TIMEOUT_S": "1", "SEQSERVE_MAX_CONNECTIONS": "20"}

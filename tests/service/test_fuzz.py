@@ -14,6 +14,8 @@ from service.app import create_app
 from service.config import Settings
 from tests.conftest import MODELS_DIR
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 # A short timeout bounds the cost of generated worst cases (5,000 characters of music, 32
 # texts at beam 8): they get the documented 422 or 503 instead of minutes of CPU.
 FUZZ_SETTINGS = Settings(models_dir=MODELS_DIR, device="cpu", request_timeout_s=1.0)

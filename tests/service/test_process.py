@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import signal
 import socket
@@ -12,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+pytestmark = pytest.mark.slow  # starts real server processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,6 +18,8 @@ import pytest
 tritonclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts a real server process for tritonclient
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REVIEWS = ["A gorgeous, patient film; I loved every minute.", "What a waste of two hours."]
 SENTENCES = ["Where is the station?", "Tom bought three books yesterday."]
