@@ -18,10 +18,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO_ROOT / "docs" / "models" / "templates"
-# Pages that are linked before they exist, each with who brings it. While one is missing, links
-# to it are let through (and test_pending_pages says so as a skip); once it exists it is checked
-# like any other page, and its entry here can go.
-PENDING = {"docs/image_check.md": "the image build and its measured figures (the image-check work of issue 15)"}
 
 FENCE = re.compile(r"^(```|~~~)")
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
@@ -111,8 +107,7 @@ def problems(path: Path, root: Path = REPO_ROOT) -> list[str]:
             found.append(f"{where}: leaves the repository")
             continue
         if not destination.exists():
-            if str(destination.relative_to(root)) not in PENDING:
-                found.append(f"{where}: no such file")
+            found.append(f"{where}: no such file")
             continue
         if anchor and destination.is_file() and destination.suffix == ".md" and unquote(anchor) not in anchors(destination):
             found.append(f"{where}: no heading with the anchor #{anchor} in {destination.relative_to(root)}")
@@ -131,11 +126,6 @@ def test_the_readme_links_every_docs_page():
     missing = [str(page.relative_to(REPO_ROOT)) for page in markdown_files()[1:] if page.resolve() not in readme]
     assert not missing, f"README.md's table of contents does not link: {', '.join(missing)}"
 
-
-def test_pending_pages():
-    missing = [f"{page} ({why})" for page, why in PENDING.items() if not (REPO_ROOT / page).is_file()]
-    if missing:
-        pytest.skip("linked, not written yet: " + "; ".join(missing))
 
 
 def test_the_checker_finds_what_it_must(tmp_path: Path):
