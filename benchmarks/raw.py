@@ -55,8 +55,8 @@ def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: in
     from seqserve.translation import SubwordCodec, beam_search
 
     model_dir, manifest, sessions = _sessions(models_dir, "translate")
-    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing["tokenizer"],
-                                   manifest.preprocessing["max_source_tokens"])
+    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
+                                   manifest.preprocessing.max_source_tokens)
     batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
     cursor = iter(range(10**9))
 
@@ -74,7 +74,7 @@ def music_rate(models_dir: Path, batch: int) -> float:
     from seqserve.generation import HostSteps, read_prompt, sample_step
 
     model_dir, manifest, sessions = _sessions(models_dir, "music")
-    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
+    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     state = read_prompt(sessions["prompt"], vocabulary, "X:1\n", batch=batch)
     steps = HostSteps(sessions["step"], state)
     generators = [np.random.default_rng(i) for i in range(batch)]

@@ -41,8 +41,8 @@ def main() -> None:
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
                 for kind, g in manifest.graphs.items()}
-    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing["tokenizer"],
-                                   manifest.preprocessing["max_source_tokens"])
+    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
+                                   manifest.preprocessing.max_source_tokens)
     sources = [prepare_source(codec, text) for text in EXAMPLES]
     hypotheses = beam_search(sessions["encoder"], sessions["decoder_step"], codec, [s.ids for s in sources],
                              args.beam_size)

@@ -79,7 +79,7 @@ def _sentiment(m: Manifest) -> dict[str, Any]:
     return {
         "a": a, "b": b,
         "a_config": m.hyperparameters["members"][0], "b_config": m.hyperparameters["members"][1],
-        "tail_tokens": m.preprocessing["max_tokens"] - m.preprocessing["head_tokens"],
+        "tail_tokens": m.preprocessing.max_tokens - m.preprocessing.head_tokens,
         "examples": sum(m.data.splits.values()),
         "validation_examples": {source: sum(count for key, count in m.data.extra["by_source"]["validation"].items()
                                             if key.split("/")[0] == source) for source in ("imdb", "rotten_tomatoes")},

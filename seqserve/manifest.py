@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator,
+                      model_validator)
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -53,6 +54,76 @@ class DataSource(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class Preprocessing(BaseModel):
+    """How raw input becomes graph input; one typed model per task, validated when a model
+    loads, so a missing or misspelt field is named at start-up, not met at the first request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SentimentPreprocessing(Preprocessing):
+    tokenizer: str = Field(description="the word tokenizer's file in the version folder")
+    max_tokens: int = Field(gt=0, description="tokens the classifier reads at most")
+    head_tokens: int = Field(ge=0, description="of those, taken from the start; the rest from the end")
+    labels: list[str] = Field(min_length=2, max_length=2, description="class names, in the logits' order")
+
+    @model_validator(mode="after")
+    def head_within_max(self) -> "SentimentPreprocessing":
+        if self.head_tokens > self.max_tokens:
+            raise ValueError(f"head_tokens ({self.head_tokens}) is more than max_tokens ({self.max_tokens})")
+        return self
+
+
+class RecurrentState(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+
+
+class BarClockSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    module: str
+    size: int = Field(gt=0)
+    inputs: dict[str, str] = Field(description="graph -> the name of its clock input")
+    meaning: str
+
+
+class MusicPreprocessing(Preprocessing):
+    vocabulary: str = Field(description="the character vocabulary's file in the version folder")
+    tune_separator: str
+    unknown_characters: str = Field(description="what happens to characters outside the vocabulary")
+    state: RecurrentState
+    bar_clock: BarClockSpec | None = Field(None, description="for graphs that read the bar clock (music/4 on)")
+
+
+class SpecialTokens(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pad: int
+    unk: int
+    bos: int
+    eos: int
+
+
+class DecoderState(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decoder_hidden: int = Field(gt=0)
+
+
+class TranslatePreprocessing(Preprocessing):
+    tokenizer: str = Field(description="the subword tokenizer (both languages) in the version folder")
+    max_source_tokens: int = Field(gt=0, description="source subwords the encoder reads at most")
+    special_tokens: SpecialTokens
+    state: DecoderState
+
+
+PREPROCESSING: dict[str, type[Preprocessing]] = {
+    "sentiment": SentimentPreprocessing, "music": MusicPreprocessing, "translate": TranslatePreprocessing}
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,12 +138,22 @@ class Manifest(BaseModel):
     opset: int
     torch_version: str
     onnx_version: str
-    # How raw input becomes graph input: tokenizer file, truncation, labels...
-    preprocessing: dict[str, Any]
+    # How raw input becomes graph input: tokenizer file, truncation, labels... (typed per task)
+    preprocessing: SerializeAsAny[Preprocessing]
     data: DataSource
     hyperparameters: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, Any]
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def typed_for_its_task(cls, value: Any, info: ValidationInfo) -> Preprocessing:
+        task = info.data.get("task")
+        if task not in PREPROCESSING:
+            raise ValueError(f"no preprocessing type for task {task!r}; known: {', '.join(PREPROCESSING)}")
+        if isinstance(value, PREPROCESSING[task]):
+            return value
+        return PREPROCESSING[task].model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
 
     @property
     def id(self) -> str:

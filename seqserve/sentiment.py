@@ -47,4 +47,4 @@ def decode(logits: np.ndarray) -> list[SentimentPrediction]:
 def load_encoder(model_dir: Path, manifest: "Manifest") -> TextEncoder:
     """The text encoder a sentiment model version was trained with, from its manifest."""
     pre = manifest.preprocessing
-    return TextEncoder.from_file(Path(model_dir) / pre["tokenizer"], TruncationPolicy(pre["max_tokens"], pre["head_tokens"]))
+    return TextEncoder.from_file(Path(model_dir) / pre.tokenizer, TruncationPolicy(pre.max_tokens, pre.head_tokens))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seqserve.abc import MAX_TUNE_CHARS, check_tune, complete_tunes, header_fields, to_midi
+from seqserve.abc import MAX_TUNE_CHARS, TUNE_SEPARATOR, check_tune, complete_tunes, header_fields, to_midi
 from seqserve.bar_clock import BarClock
 from seqserve.characters import CharVocabulary
 from seqserve.generation import GenerationState, read_prompt, sample_step
@@ -38,6 +38,32 @@ CHUNK_CHARS = 32  # characters per streamed event
 CHECK_MARGIN_S = 0.5  # tune checks stop this long before the request deadline, so the answer gets out
 
 
+assert TUNE_SEPARATOR == "\n\n", "TuneEnd reads the separator as two newlines"
+
+
+class TuneEnd:
+    """Watches text character by character for the end of a complete tune, as `complete_tunes`
+    splits text: a piece that starts with `X:` (after blank lines), followed by TUNE_SEPARATOR.
+    Constant work per character, for `stop_at_end_of_tune`."""
+
+    def __init__(self, text: str = "") -> None:
+        self.head = ""  # the first two characters of the current piece, leading newlines left out
+        self.newline = False  # the piece ends with a newline not yet part of a separator
+        self.ended = False  # the last character fed ended a complete tune
+        for character in text:
+            self.feed(character)
+
+    def feed(self, character: str) -> bool:
+        self.ended = False
+        if character == "\n" and self.newline:
+            self.ended, self.head, self.newline = self.head == "X:", "", False
+        else:
+            self.newline = character == "\n"
+            if len(self.head) < 2 and (self.head or not self.newline):
+                self.head += character
+        return self.ended
+
+
 @dataclass(eq=False)
 class Stream:
     client: str
@@ -50,6 +76,7 @@ class Stream:
     pending: list[str] = field(default_factory=list)  # characters written since the last chunk
     cancelled: bool = False
     clock: BarClock | None = None  # for a model that reads the bar clock
+    tune_end: TuneEnd | None = None  # stop at the end of the first complete tune
 
 
 @dataclass(eq=False)
@@ -90,9 +117,11 @@ class ContinuousGenerator(StepLoop[Stream]):
         return stream.cancelled
 
     def submit(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-               seed: int, client: str = ANONYMOUS, checked: bool = True) -> AsyncIterator[str]:
+               seed: int, client: str = ANONYMOUS, checked: bool = True,
+               stop_at_end_of_tune: bool = False) -> AsyncIterator[str]:
         """Admit a stream now (or refuse: see StepLoop._admit) and return its chunks."""
-        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed))
+        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed),
+                        tune_end=TuneEnd(prompt) if stop_at_end_of_tune else None)
         self._admit([stream], steps=max_length, checked=checked)
         return self._chunks(stream)
 
@@ -186,6 +215,8 @@ class ContinuousGenerator(StepLoop[Stream]):
         for stream, character in zip(streams, characters):
             stream.pending.append(character)
             stream.remaining -= 1
+            if stream.tune_end is not None and stream.tune_end.feed(character):
+                stream.remaining = 0
         elapsed = time.perf_counter() - started
         self.step_times.observe(len(streams), elapsed)
         self.metrics.run(len(streams), elapsed)
@@ -214,7 +245,7 @@ class MusicModel(ServedModel):
     task = "music"
 
     def prepare(self) -> None:
-        self.vocabulary = CharVocabulary.load(self.model_dir / self.manifest.preprocessing["vocabulary"])
+        self.vocabulary = CharVocabulary.load(self.model_dir / self.manifest.preprocessing.vocabulary)
         self.prompt_graph, self.step_graph = self.sessions["prompt"], self.sessions["step"]
         self.generator: ContinuousGenerator | None = None
         self.music21 = Music21Workers(self.settings.music21_workers, self.settings.music21_timeout_s, self.metrics)
@@ -262,7 +293,7 @@ class MusicModel(ServedModel):
         return (kept or NEW_TUNE), dropped
 
     def compose(self, prompt: str | None, max_length: int, temperature: float, top_k: int | None,
-                seed: int | None, client: str = ANONYMOUS) -> "Composition":
+                seed: int | None, client: str = ANONYMOUS, stop_at_end_of_tune: bool = False) -> "Composition":
         """A request's rules, then its admission: `top_k` at most the vocabulary, a seed drawn
         when none is given, the prompt cleaned (an empty one starts a new tune)."""
         if top_k is not None and top_k > len(self.vocabulary):
@@ -270,15 +301,17 @@ class MusicModel(ServedModel):
                                         "(the vocabulary size)")
         seed = seed if seed is not None else secrets.randbits(63)
         cleaned, ignored = self.clean_prompt(prompt)
-        chunks = self.generate(cleaned, max_length, temperature, top_k, seed, client)
+        chunks = self.generate(cleaned, max_length, temperature, top_k, seed, client, stop_at_end_of_tune)
         return Composition(cleaned, ignored, seed, chunks)
 
     def generate(self, prompt: str, max_length: int, temperature: float, top_k: int | None,
-                 seed: int, client: str = ANONYMOUS) -> AsyncIterator[str]:
+                 seed: int, client: str = ANONYMOUS, stop_at_end_of_tune: bool = False) -> AsyncIterator[str]:
         """Admit the request (or refuse it now: see StepLoop._admit), then yield the generated
-        text in chunks. The prompt must already be cleaned."""
+        text in chunks (ending early, with `stop_at_end_of_tune`, at the end of the first
+        complete tune). The prompt must already be cleaned."""
         self.require_ready()
-        return self.generator.submit(prompt, max_length, temperature, top_k, seed, client)
+        return self.generator.submit(prompt, max_length, temperature, top_k, seed, client,
+                                     stop_at_end_of_tune=stop_at_end_of_tune)
 
     async def check_tunes(self, text: str, time_left_s: float = 0.0) -> list[TuneReport]:
         """The complete tunes in `text`, each checked by the strict validity check. A tune

@@ -126,7 +126,7 @@ class TranslateModel(ServedModel):
 
     def prepare(self) -> None:
         pre = self.manifest.preprocessing
-        self.codec = SubwordCodec.from_file(self.model_dir / pre["tokenizer"], pre["max_source_tokens"])
+        self.codec = SubwordCodec.from_file(self.model_dir / pre.tokenizer, pre.max_source_tokens)
         self.translator: ContinuousTranslator | None = None
 
     async def start(self) -> None:

@@ -55,3 +55,27 @@ def test_truncation_keeps_head_and_tail():
     assert policy.apply([1, 2, 3]) == [1, 2, 3]
     with pytest.raises(ValueError):
         TruncationPolicy(max_tokens=2, head_tokens=3)
+
+
+def test_preprocessing_is_typed_per_task_and_a_wrong_field_is_named(models_dir):
+    import json
+
+    import pytest
+    from pydantic import ValidationError
+
+    from seqserve.manifest import Manifest, MusicPreprocessing, SentimentPreprocessing, TranslatePreprocessing
+    from tests.conftest import served
+
+    kinds = {"sentiment": SentimentPreprocessing, "music": MusicPreprocessing, "translate": TranslatePreprocessing}
+    for task, kind in kinds.items():
+        version = served(task, models_dir)
+        manifest = Manifest.load(version)
+        assert isinstance(manifest.preprocessing, kind)
+        assert manifest.model_dump(mode="json") == json.loads((version / "manifest.json").read_text())
+    raw = json.loads((served("sentiment", models_dir) / "manifest.json").read_text())
+    raw["preprocessing"]["head_tokens"] = raw["preprocessing"]["max_tokens"] + 1
+    with pytest.raises(ValidationError, match="head_tokens"):
+        Manifest.model_validate(raw)
+    del raw["preprocessing"]["tokenizer"]
+    with pytest.raises(ValidationError, match="preprocessing.tokenizer"):
+        Manifest.model_validate(raw)

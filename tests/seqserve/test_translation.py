@@ -21,8 +21,8 @@ def graphs(models_dir):
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
                 for kind, g in manifest.graphs.items()}
-    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing["tokenizer"],
-                                   manifest.preprocessing["max_source_tokens"])
+    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
+                                   manifest.preprocessing.max_source_tokens)
     return sessions["encoder"], sessions["decoder_step"], codec
 
 

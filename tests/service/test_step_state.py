@@ -20,7 +20,7 @@ def test_bound_state_matches_plain_runs_through_joins_and_leaves(models_dir):
     manifest = Manifest.load(model_dir)
     prompt, step = (ort.InferenceSession(str(model_dir / manifest.graphs[g].file), providers=["CPUExecutionProvider"])
                     for g in ("prompt", "step"))
-    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
+    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     rng = np.random.default_rng(0)
 
     bound = StepState(step, "cpu")

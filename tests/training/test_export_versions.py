@@ -20,7 +20,8 @@ from training.versions import VersionExists, next_version, publish, staged
 def fake_manifest(staging: Path, version: str) -> Manifest:
     return Manifest(name="sentiment", version=version, task="sentiment", created_at="2025-01-01T00:00:00+00:00",
                     files=file_entries(staging, ["model.onnx"]), graphs={}, opset=18, torch_version="x",
-                    onnx_version="x", preprocessing={},
+                    onnx_version="x", preprocessing={"tokenizer": "tokenizer.json", "max_tokens": 8, "head_tokens": 4,
+                                                     "labels": ["negative", "positive"]},
                     data=DataSource(package="p", version="1", file="f", sha256="0", license="l", splits={}),
                     hyperparameters={}, training={}, metrics={})
 

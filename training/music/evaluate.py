@@ -47,7 +47,7 @@ def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit:
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
                 for kind, g in manifest.graphs.items()}
-    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing["vocabulary"])
+    vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     splits = data.load_splits()
     test = splits["test"][:limit] if limit else splits["test"]
     test_text = vocabulary.clean(data.tunes_text(test))[0]

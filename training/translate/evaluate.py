@@ -36,8 +36,8 @@ def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
                 for kind, g in manifest.graphs.items()}
-    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing["tokenizer"],
-                                   manifest.preprocessing["max_source_tokens"])
+    codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
+                                   manifest.preprocessing.max_source_tokens)
     test = data.load_splits()["test"]
     test = test[:limit] if limit else test
     first = [[row["spanish"][0] for row in test]]

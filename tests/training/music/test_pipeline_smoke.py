@@ -42,4 +42,4 @@ def test_smoke_train_export(tmp_path):
     # the bar clock is read beside each character
     assert [(i.name, i.shape) for i in prompt.inputs][1] == ("clocks", ["batch", "sequence"])
     assert [(i.name, i.shape) for i in step.inputs][1] == ("clock", ["batch", 1])
-    assert manifest.preprocessing["bar_clock"]["inputs"] == {"prompt": "clocks", "step": "clock"}
+    assert manifest.preprocessing.bar_clock.inputs == {"prompt": "clocks", "step": "clock"}

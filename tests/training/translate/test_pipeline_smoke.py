@@ -30,7 +30,10 @@ def test_smoke_train_export(tmp_path):
                       "--no-progress", "--resume", "--set", "train.max_epochs=2", "--set", "train.patience=5", env=env)
     assert "resumed from" in resumed.stdout
     summary = json.loads((run_dir / "training.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["best_validation"]["greedy_bleu"] >= 0
+    assert summary["epochs_run"] == 2 and [entry["epoch"] for entry in summary["history"]] == [1, 2]
+    best = summary["history"][summary["best_epoch"] - 1]["validation"]
+    assert summary["best_validation"] == best, "the best epoch is the one the summary reports"
+    assert best["greedy_bleu"] == max(entry["validation"]["greedy_bleu"] for entry in summary["history"])
 
     # No --version: the next free version under SEQSERVE_MODELS_DIR, here the first.
     exported = run_cli("training", "export", "translate", "--profile", "smoke", "--run-dir", str(run_dir), env=env)
