@@ -38,7 +38,8 @@ def machine() -> str:
 
 
 def inputs() -> dict[str, list[str]]:
-    from training.data import sentiment, translate
+    from training.sentiment import data as sentiment
+    from training.translate import data as translate
 
     return {"sentiment": [row["text"] for row in sentiment.load_splits()["test"]],
             "translate": [row["english"] for row in translate.load_splits()["test"]]}
