@@ -86,3 +86,45 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningService:
+    """`python -m service` on a free loopback port, as users start it; `wait_ready()` polls
+    /readyz; `stop()` kills it if it is still running (tests that check a clean stop send
+    SIGTERM themselves)."""
+
+    def __init__(self, env: dict[str, str] | None = None, device: str = "cpu", output=subprocess.PIPE):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), "--device", device],
+            cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=output,
+            stderr=subprocess.STDOUT if output == subprocess.PIPE else output)
+
+    def wait_ready(self, timeout_s: float = 90) -> "RunningService":
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the service was not ready within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,33 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.conftest import RunningService
 
 pytestmark = pytest.mark.slow  # starts real server processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                "--device", "cpu"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    service = RunningService()
+    process, port = service.process, service.port
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert ready is not None and ready.status_code == 200
+        service.wait_ready()
         answer = httpx.post(f"http://127.0.0.1:{port}/sentiment", json={"text": "Loved it."}, timeout=10)
         assert answer.json()["label"] == "positive"
 
@@ -61,9 +45,7 @@ def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
         music = next(r for r in access if r["route"] == "/generate-music")
         assert music["latency_ms"] > 300, "the access line times the whole request (1,500 characters of music)"
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        service.stop()
 
 
 def test_missing_models_dir_stops_startup_with_a_clear_message(tmp_path):
@@ -74,15 +56,9 @@ def test_missing_models_dir_stops_startup_with_a_clear_message(tmp_path):
 
 
 def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and_the_process_exits():
-    import os
-
-    port = free_port()
-    env = {**os.environ, "SEQSERVE_GRACEFUL_SHUTDOWN_S": "4", "SEQSERVE_REQUEST_TIMEOUT_S": "300",
-           "SEQSERVE_EXPECTED_MODELS": "music"}
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                "--device", "cpu"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    service = RunningService({"SEQSERVE_GRACEFUL_SHUTDOWN_S": "4", "SEQSERVE_REQUEST_TIMEOUT_S": "300",
+                              "SEQSERVE_EXPECTED_MODELS": "music"})
+    process, url = service.process, service.url
 
     def stream(seed: int) -> str:
         with httpx.stream("POST", f"{url}/generate-music", json={"max_length": 5000, "seed": seed, "stream": True},
@@ -90,13 +66,7 @@ def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and
             return "".join(response.iter_text())
 
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        service.wait_ready()
         # Slow the streams down so that they cannot finish in the grace period: many at once.
         with ThreadPoolExecutor(8) as pool:
             streams = [pool.submit(stream, seed) for seed in range(8)]
@@ -114,37 +84,22 @@ def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and
         access = [r for r in records if r["logger"] == "seqserve.access" and r["route"] == "/generate-music"]
         assert sum(r.get("stream_end") == "shutting_down" for r in access) == len(cut)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        service.stop()
 
 
 def test_the_log_is_json_only_even_when_cuda_is_tried_and_missing():
     """device=auto on a host without CUDA: ONNX Runtime's own coloured lines stay out of the log."""
-    import os
-
-    port = free_port()
-    env = {**os.environ, "SEQSERVE_EXPECTED_MODELS": "sentiment"}
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                "--device", "auto"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    service = RunningService({"SEQSERVE_EXPECTED_MODELS": "sentiment"}, device="auto")
+    process = service.process
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        service.wait_ready()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         lines = [line for line in process.stdout.read().decode().splitlines() if line.strip()]
         records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
         assert all("." in r["time"] for r in records), "timestamps carry milliseconds"
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        service.stop()
 
 
 def test_every_setting_is_a_flag_with_help_and_flags_win_over_the_environment(monkeypatch):

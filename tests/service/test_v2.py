@@ -4,12 +4,8 @@ answers as the typed endpoints with binary and with JSON tensors, parameters inc
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,34 +14,23 @@ import pytest
 tritonclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from tests.conftest import RunningService  # noqa: E402
+
 pytestmark = pytest.mark.slow  # starts a real server process for tritonclient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REVIEWS = ["A gorgeous, patient film; I loved every minute.", "What a waste of two hours."]
 SENTENCES = ["Where is the station?", "Tom bought three books yesterday."]
 
 
 @pytest.fixture(scope="module")
 def served():
-    from tests.service.test_process import free_port
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                "--device", "cpu"], cwd=REPO_ROOT, env={**os.environ, "SEQSERVE_LOG_LEVEL": "warning"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"127.0.0.1:{port}"
+    service = RunningService({"SEQSERVE_LOG_LEVEL": "warning"}, output=subprocess.DEVNULL).wait_ready()
+    url = f"127.0.0.1:{service.port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         yield url, tritonclient.InferenceServerClient(url=url, network_timeout=120)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(timeout=60)
 
 
 def text(element) -> str:
