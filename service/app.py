@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from service.api import errors
+from service.api import errors, openapi, pages
 from service.api.bounded import Drain
 from service.api.middleware import RequestGuard
 from service.api.schemas import ENDPOINT_BODY_BYTES
@@ -56,14 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="LSTM sequence models (sentiment, music, translation) served with ONNX Runtime.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # pages.install serves both, with their assets from the service
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.drain = Drain()  # the server calls app.state.drain.begin(grace) on SIGTERM
     app.include_router(router)
+    pages.install(app)  # the playground at /, /docs, /redoc and /static: no request to another host
+    openapi.install(app, settings)
     app.include_router(v2.router)  # the Open Inference Protocol, on the same models and batchers
     errors.install(app, settings.retry_after_s)
-    known = {route.path for route in router.routes} | {"/docs", "/openapi.json", "/redoc"}
+    known = {route.path for route in router.routes} | pages.DOCS_PATHS | {"/openapi.json"}
     # Outermost last: request id, metrics and the access log see every answer, 401 and 429
     # included; CORS preflights pass before the key check.
     app.add_middleware(AccessControl, api_keys=settings.api_keys, metrics_open=settings.metrics_open,

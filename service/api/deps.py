@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from service.registry import ModelRegistry
 from service.errors import ModelNotReady
@@ -42,6 +43,14 @@ def get_client(request: Request) -> str:
     client address where there are no keys)."""
     return request.state.client
 
+
+# The two ways to send an API key, declared for the OpenAPI document (its security schemes, and
+# /docs' Authorize button). They check nothing: AccessControl (security.py) does, before routing.
+bearer = HTTPBearer(auto_error=False, scheme_name="Bearer",
+                    description="`Authorization: Bearer <key>`, when the service runs with API_KEYS")
+api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                       description="`X-API-Key: <key>`, when the service runs with API_KEYS")
+KEYED = [Security(bearer), Security(api_key)]  # either one
 
 Registry = Annotated[ModelRegistry, Depends(get_registry)]
 Sentiment = Annotated[SentimentModel, Depends(get_sentiment_model)]

@@ -65,6 +65,8 @@ class RequestGuard:
             return path
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             return "/v2/models/{name}/infer"
+        if path.startswith("/static/"):
+            return "/static"  # the pages' files, one label
         return "/v2" if path.startswith("/v2") else "unmatched"
 
     def _limited(self, receive: Receive, limit: int) -> Receive:

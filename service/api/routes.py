@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,24 +19,42 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import schemas
 from service.api.bounded import bounded, bounded_stream
+from service.api.errors import ERRORS, ErrorCode as E
 from service.errors import ClientDisconnected, RequestTimeout, ShuttingDown
-from service.api.deps import Client, Music, Registry, Sentiment, Translate
+from service.api.deps import KEYED, Client, Music, Registry, Sentiment, Translate
 from service.request_log import note
-from service.tasks.music import Composition, MusicModel
+from service.tasks.music import Composition, MusicModel, TuneEnd
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_ERROR = {"model": schemas.ErrorBody}
-ERRORS = {
-    413: _ERROR | {"description": "request body too large"},
-    422: _ERROR | {"description": "the body breaks the schema (`fields` says where), or the request alone is more "
-                                  "work than the request timeout allows (`too_much_work`)"},
-    429: _ERROR | {"description": "this client has too much work in flight (`client_busy`) or is over its rate "
-                                  "limit; see Retry-After"},
-    503: _ERROR | {"description": "queue full, work ahead past the deadline, timeout, shutting down or model not "
-                                  "ready; see Retry-After"},
+# Every error each route can give, per status, with the one error schema (docs/api.md#errors).
+KEYS = (E.unauthorized, E.rate_limited)  # with API_KEYS / RATE_LIMIT_PER_MINUTE configured
+BODY = (E.request_timeout, E.payload_too_large, E.validation_error)
+MODEL = (E.too_much_work, E.client_busy, E.overloaded, E.timeout, E.shutting_down, E.not_ready,
+         E.inference_failed, E.internal_error)
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
 }
+
+
+def errors(*codes: E) -> dict[int | str, dict]:
+    """The `responses` of a route that can answer with these error codes: per status, ErrorBody,
+    which codes and when, an example of each, and the Retry-After or WWW-Authenticate header."""
+    by_status: dict[int, list[E]] = defaultdict(list)
+    for code in codes:
+        by_status[ERRORS[code][0]].append(code)
+    return {status: {
+        "model": schemas.ErrorBody,
+        "description": "; ".join(f"`{code}`: {ERRORS[code][1]}" for code in found),
+        "content": {"application/json": {"examples": {
+            code.value: {"summary": ERRORS[code][1], "value": {"error": code.value, "message": ERRORS[code][1]}}
+            for code in found}}},
+        **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+    } for status, found in sorted(by_status.items())}
 
 
 def _result(prediction) -> schemas.SentimentResult:
@@ -38,7 +62,8 @@ def _result(prediction) -> schemas.SentimentResult:
                                    probabilities=schemas.SentimentProbabilities(**prediction.probabilities))
 
 
-@router.post("/sentiment", tags=["tasks"], responses=ERRORS,
+@router.post("/sentiment", tags=["sentiment"], operation_id="classify_sentiment", dependencies=KEYED,
+             responses=errors(*KEYS, *BODY, *MODEL),
              response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
              summary="Positive or negative, for one review (`text`) or up to 64 (`texts`)")
 async def sentiment(request: Request, body: schemas.SentimentRequest, model: Sentiment, client: Client):
@@ -56,7 +81,8 @@ def _translation(result, return_attention: bool) -> schemas.TranslationResult:
                                      source_truncated=result.source_truncated)
 
 
-@router.post("/translate", tags=["tasks"], responses=ERRORS,
+@router.post("/translate", tags=["translation"], operation_id="translate", dependencies=KEYED,
+             responses=errors(*KEYS, *BODY, *MODEL),
              response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
              summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
 async def translate(request: Request, body: schemas.TranslateRequest, model: Translate, client: Client):
@@ -69,30 +95,127 @@ async def translate(request: Request, body: schemas.TranslateRequest, model: Tra
     return schemas.TranslateBatchResponse(results=answers, model=model.manifest.id)
 
 
+KEEPALIVE_S = 15.0  # an SSE comment after this long without an event, so proxies keep the stream open
+KEEPALIVE = ": keep-alive\n\n"
+
+
+def finish_reason(text: str, stop_at_end_of_tune: bool) -> str:
+    """Why a generation that wrote `text` (prompt + generated) stopped."""
+    return "end_of_tune" if stop_at_end_of_tune and TuneEnd(text).ended else "length"
+
+
 async def _music_answer(model: MusicModel, composition: Composition, generated: list[str],
-                        time_left_s: float) -> schemas.MusicResponse:
+                        time_left_s: float, stop_at_end_of_tune: bool) -> schemas.MusicResponse:
     abc = composition.prompt + "".join(generated)
     tunes = [schemas.Tune(abc=t.abc, title=t.title, valid=t.valid, reason=t.reason)
              for t in await model.check_tunes(abc, time_left_s)]
     return schemas.MusicResponse(abc=abc, tunes=tunes, seed=composition.seed, model=model.manifest.id,
-                                 ignored_characters=composition.ignored)
+                                 ignored_characters=composition.ignored,
+                                 finish_reason=finish_reason(abc, stop_at_end_of_tune))
 
 
-def _event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def prefers_event_stream(accept: str | None) -> bool:
+    """Content negotiation (RFC 9110, 12.5.1) between the two answers of /generate-music: Server-
+    Sent Events only when the Accept header gives text/event-stream a higher quality than
+    application/json, each weighed by the most specific range that matches it (`text/*`,
+    `*/*`); a tie, no header or a malformed one is JSON, the default."""
+    if not accept:
+        return False
+    ranges: list[tuple[str, float]] = []
+    for part in accept.split(","):
+        media, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            ranges.append((media.lower(), quality))
+
+    def quality_of(media_type: str) -> float:
+        kind = media_type.split("/")[0]
+        best = (-1, 0.0)  # (specificity, quality)
+        for media, quality in ranges:
+            specificity = {media_type: 2, f"{kind}/*": 1, "*/*": 0}.get(media, -1)
+            if specificity > best[0]:
+                best = (specificity, quality)
+        return best[1]
+
+    events = quality_of("text/event-stream")
+    return events > 0 and events > quality_of("application/json")
 
 
-@router.post("/generate-music", tags=["tasks"], responses={
-    **ERRORS, 200: {"description": "the JSON answer, or with `stream` Server-Sent Events: `chunk` events "
-                                   "`{\"text\": ...}` as characters are generated, then one `result` event "
-                                   "carrying the same JSON as the non-streamed answer, or one `error` event "
-                                   "(`timeout`, `shutting_down`, `internal_error`)",
-                    "content": {"text/event-stream": {"example": 'event: chunk\ndata: {"text": "T:The "}\n\n'
-                                                                'event: result\ndata: {"abc": "X:1\\nT:The ...", ...}\n\n'}}}},
-             response_model=schemas.MusicResponse, summary="Write folk music in ABC notation")
+async def with_keepalive(items: AsyncIterator[T], interval_s: float) -> AsyncIterator[T | None]:
+    """The items, and None each time `interval_s` passes without one (the waiting is not
+    cancelled: the next item still comes). Closing this closes `items`."""
+    step: asyncio.Future | None = None
+    try:
+        while True:
+            step = step or asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({step}, timeout=interval_s)
+            if not done:
+                yield None
+                continue
+            finished, step = step, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if step is not None:
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+        await items.aclose()
+
+
+async def _one(work: Awaitable[T]) -> AsyncIterator[T]:
+    yield await work
+
+
+def _event_schema(name: str, data: str) -> dict:
+    return {"type": "object", "title": f"{name} event", "required": ["id", "event", "data"], "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "0, 1, 2, ... in the order sent"},
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": f"#/components/schemas/{data}"}}}}
+
+
+def _stream_docs() -> dict:
+    """The 200 answer of /generate-music: JSON, or the event stream, described event by event."""
+    example = ('id: 0\nevent: chunk\ndata: {"text": "X:1\\n"}\n\n'
+               'id: 1\nevent: chunk\ndata: {"text": "T:The Humours of Ballyconnell\\nM:6/8\\nL:1/8\\nK:D\\nA|dfe"}\n\n'
+               ': keep-alive\n\n'
+               'id: 2\nevent: result\ndata: {"abc": "X:1\\nT:The Humours of ...", "tunes": [...], '
+               '"finish_reason": "end_of_tune", ...}\n\n')
+    return {200: {
+        "description": "JSON (`MusicResponse`), or, when the request asks for it (`\"stream\": true`, or an Accept "
+                       "header that prefers text/event-stream), Server-Sent Events. Every event has an `id:` (0, 1, "
+                       "...), an `event:` and one `data:` line of JSON: `chunk` events (`MusicChunk`: the prompt as "
+                       "the model reads it, then the generated text in pieces of 32 characters; the chunks joined "
+                       "are the result's `abc`), then exactly one of `result` (`MusicResponse`, the same JSON as the "
+                       "plain answer, with `finish_reason`) or `error` (`MusicStreamError`: the status line was "
+                       "already sent as 200). A comment line `: keep-alive` comes after 15 s without an event.",
+        "content": {"text/event-stream": {
+            # Each event, read as {"event", "id", "data"} (how OpenAPI 3.2's itemSchema, and tools
+            # before it such as schemathesis, read a text/event-stream schema); `data` is JSON.
+            "schema": {"description": "one event of the stream (comments, such as `: keep-alive`, are not events)",
+                       "oneOf": [_event_schema("chunk", "MusicChunk"), _event_schema("result", "MusicResponse"),
+                                 _event_schema("error", "MusicStreamError")]},
+            "example": example}}}}
+
+
+@router.post("/generate-music", tags=["music"], operation_id="generate_music", dependencies=KEYED,
+             responses={**errors(*KEYS, *BODY, *MODEL), **_stream_docs()},
+             response_model=schemas.MusicResponse, summary="Write folk music in ABC notation (JSON, or streamed)")
 async def generate_music(request: Request, body: schemas.MusicRequest, model: Music, client: Client):
-    composition = model.compose(body.prompt, body.max_length, body.temperature, body.top_k, body.seed, client)
+    composition = model.compose(body.prompt, body.max_length, body.temperature, body.top_k, body.seed, client,
+                                stop_at_end_of_tune=body.stop_at_end_of_tune)
     timeout, started = model.settings.request_timeout_s, time.perf_counter()
+    stop = body.stop_at_end_of_tune
 
     def time_left() -> float:
         """Of the request's deadline (0: none): the generation and the tune check share one."""
@@ -100,23 +223,39 @@ async def generate_music(request: Request, body: schemas.MusicRequest, model: Mu
 
     async def answer() -> schemas.MusicResponse:
         generated = [chunk async for chunk in composition.chunks]
-        return await _music_answer(model, composition, generated, time_left())
+        return await _music_answer(model, composition, generated, time_left(), stop)
 
-    if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
+    streamed = body.stream if "stream" in body.model_fields_set else prefers_event_stream(request.headers.get("accept"))
+    if not streamed:
         return await bounded(request, answer(), timeout)
+
+    ids = itertools.count()
+
+    def event(name: str, data: dict) -> str:
+        return f"id: {next(ids)}\nevent: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     async def events():
         sent = []
+        yield event("chunk", {"text": composition.prompt})
         try:
-            async for text in bounded_stream(request, composition.chunks, timeout):
-                sent.append(text)
-                yield _event("chunk", {"text": text})
+            async with aclosing(with_keepalive(bounded_stream(request, composition.chunks, timeout),
+                                               KEEPALIVE_S)) as chunks:
+                async for text in chunks:
+                    if text is None:
+                        yield KEEPALIVE
+                        continue
+                    sent.append(text)
+                    yield event("chunk", {"text": text})
             left = time_left()
-            result = await bounded(request, _music_answer(model, composition, sent, left), left)
+            checked = _one(bounded(request, _music_answer(model, composition, sent, left, stop), left))
+            async with aclosing(with_keepalive(checked, KEEPALIVE_S)) as results:
+                async for result in results:
+                    if result is None:
+                        yield KEEPALIVE
         except (RequestTimeout, ShuttingDown) as error:
             code = "timeout" if isinstance(error, RequestTimeout) else "shutting_down"
             note(stream_end=code)
-            yield _event("error", {"error": code, "message": str(error)})
+            yield event("error", {"error": code, "message": str(error)})
             return
         except ClientDisconnected:
             note(stream_end="client_gone")
@@ -124,19 +263,21 @@ async def generate_music(request: Request, body: schemas.MusicRequest, model: Mu
         except Exception as error:  # headers are sent: the failure travels as an event
             log.exception("music stream failed")
             note(stream_end="internal_error")
-            yield _event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
+            yield event("error", {"error": "internal_error", "message": f"generation failed: {type(error).__name__}"})
             return
         note(stream_end="result")
-        yield _event("result", result.model_dump())
+        yield event("result", result.model_dump())
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/generate-music/midi", tags=["tasks"], response_class=Response,
-             responses={200: {"content": {"audio/midi": {}}, "description": "a standard MIDI file"},
-                        **ERRORS, 422: _ERROR | {"description": "the body breaks the schema, music21 cannot read "
-                                                               "the tune, or it is too complex (`too_complex`)"}},
+@router.post("/generate-music/midi", tags=["music"], operation_id="music_to_midi", dependencies=KEYED,
+             response_class=Response,
+             responses={200: {"content": {"audio/midi": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "a standard MIDI file (Content-Disposition: attachment)"},
+                        **errors(*KEYS, *BODY, E.too_complex, E.timeout, E.shutting_down, E.not_ready,
+                                 E.internal_error)},
              summary="One tune in ABC (e.g. from `tunes[i].abc`) as a MIDI file")
 async def abc_to_midi(request: Request, body: schemas.MidiRequest, model: Music) -> Response:
     try:
@@ -147,14 +288,17 @@ async def abc_to_midi(request: Request, body: schemas.MidiRequest, model: Music)
     return Response(data, media_type="audio/midi", headers={"Content-Disposition": 'attachment; filename="tune.mid"'})
 
 
-@router.get("/healthz", tags=["operations"], response_model=schemas.HealthResponse,
+@router.get("/healthz", tags=["operations"], operation_id="health", response_model=schemas.HealthResponse,
+            responses=errors(E.internal_error),
             summary="200 while the process is alive")
 async def healthz() -> schemas.HealthResponse:
     return schemas.HealthResponse(status="ok")
 
 
-@router.get("/readyz", tags=["operations"], response_model=schemas.ReadinessResponse,
-            responses={503: {"model": schemas.ReadinessResponse, "description": "names what is not ready"}},
+@router.get("/readyz", tags=["operations"], operation_id="readiness", response_model=schemas.ReadinessResponse,
+            responses={**errors(E.internal_error),
+                       503: {"model": schemas.ReadinessResponse, "description": "names what is not ready",
+                             "headers": _HEADERS[503]}},
             summary="200 only when every model is loaded and warmed up")
 async def readyz(request: Request, registry: Registry):
     missing = registry.not_ready()
@@ -168,14 +312,15 @@ async def readyz(request: Request, registry: Registry):
     return schemas.ReadinessResponse(status="ready", models=models)
 
 
-@router.get("/v1/models", tags=["operations"], response_model=schemas.ModelsResponse,
+@router.get("/v1/models", tags=["operations"], operation_id="list_models", dependencies=KEYED,
+            responses=errors(*KEYS, E.internal_error), response_model=schemas.ModelsResponse,
             summary="Each model: version, provider in use, signature, file hashes, test metrics")
 async def list_models(registry: Registry) -> schemas.ModelsResponse:
     return schemas.ModelsResponse(models=[schemas.ModelInfo(**m.describe()) for m in registry.models.values()])
 
 
-@router.get("/metrics", tags=["operations"], response_class=Response,
-            responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {
+@router.get("/metrics", tags=["operations"], operation_id="metrics", dependencies=KEYED, response_class=Response,
+            responses={**errors(*KEYS, E.internal_error), 200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {
                 "example": '# TYPE seqserve_requests_total counter\n'
                            'seqserve_requests_total{endpoint="/sentiment",status="200"} 42.0\n'}}}},
             summary="Prometheus metrics")

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError, ValidationError
 
 from seqserve.abc import MAX_TUNE_CHARS
+from service.api.errors import ErrorCode
 
 NAMES_SHOWN = 3  # unknown keys named in an error, at most
 NAME_CHARS = 40  # characters of each
@@ -147,8 +148,7 @@ class ErrorBody(BaseModel):
         "error": "validation_error", "message": "body.text: String should have at least 1 character",
         "fields": [{"loc": ["body", "text"], "message": "String should have at least 1 character"}]}]})
 
-    error: str = Field(description="a stable code: validation_error, payload_too_large, overloaded, client_busy, "
-                                   "too_much_work, too_complex, timeout, shutting_down, not_ready, ...")
+    error: ErrorCode = Field(description="a stable code; each route lists the ones it can give, per status")
     message: str
     fields: list[dict] | None = Field(None, description="validation errors (at most 5): where, and what is wrong")
 
@@ -206,7 +206,8 @@ class MusicRequest(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"max_length": 600, "temperature": 0.9, "top_k": 20, "seed": 7},
         {"prompt": "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n", "max_length": 400, "seed": 1},
-        {"max_length": 300, "seed": 3, "stream": True}]})
+        {"max_length": 300, "seed": 3, "stream": True},
+        {"max_length": 2000, "temperature": 0.9, "seed": 7, "stop_at_end_of_tune": True}]})
 
     prompt: Annotated[str | None, normalised_at_most(MAX_PROMPT_CHARS)] = Field(
         None, max_length=MAX_PROMPT_CHARS,
@@ -217,7 +218,10 @@ class MusicRequest(RequestBody):
     temperature: float = Field(1.0, gt=0, le=2, description="> 0 and <= 2; lower is more conservative")
     top_k: int | None = Field(None, ge=1, description="sample from the k likeliest characters (1 to vocabulary size)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed and request give the same output")
-    stream: bool = Field(False, description="answer as Server-Sent Events (also: Accept: text/event-stream)")
+    stream: bool = Field(False, description="true: answer as Server-Sent Events; false: as JSON; absent: as the "
+                                            "Accept header prefers (text/event-stream over application/json)")
+    stop_at_end_of_tune: bool = Field(False, description="stop as soon as the first complete tune is written (the "
+                                                         "blank line that ends it), before `max_length`")
 
 
 class Tune(BaseModel):
@@ -234,13 +238,35 @@ class MusicResponse(BaseModel):
         "abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...\n\n",
         "tunes": [{"abc": "X:1\nT:The Humours of Ballyconnell\nM:6/8\nL:1/8\nK:D\nA|dfe dBA|...",
                    "title": "The Humours of Ballyconnell", "valid": True}],
-        "seed": 7, "model": "music/4", "ignored_characters": []}]})
+        "seed": 7, "model": "music/4", "ignored_characters": [], "finish_reason": "length"}]})
 
     abc: str = Field(description="prompt + generated text")
     tunes: list[Tune] = Field(description="the complete tunes in the output (each ends with a blank line)")
     seed: int
     model: str
     ignored_characters: list[str] = Field(description="prompt characters the model cannot read, dropped")
+    finish_reason: Literal["length", "end_of_tune"] = Field(
+        description="why generation stopped: `max_length` characters written, or (with `stop_at_end_of_tune`) "
+                    "the first complete tune")
+
+
+class MusicChunk(BaseModel):
+    """The data of a streamed `chunk` event: the next characters of `abc`, in order (the first
+    chunk is the prompt as the model reads it), so the chunks joined are the result's `abc`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "X:1\n"}, {"text": "T:The Humours of "}]})
+
+    text: str
+
+
+class MusicStreamError(BaseModel):
+    """The data of a streamed `error` event: the stream failed after its 200 status line was sent."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "error": "shutting_down", "message": "the server is shutting down; retry on another replica"}]})
+
+    error: Literal["timeout", "shutting_down", "internal_error"]
+    message: str
 
 
 class MidiRequest(RequestBody):

@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.errors import error_response
 
 ALWAYS_OPEN = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
-DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+DOCS = {"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}  # the playground, the docs
+OPEN_PREFIXES = ("/static/",)  # and the files they load (service/api/pages.py)
 
 
 class AccessControl:
@@ -60,7 +61,7 @@ class AccessControl:
         key = self._key(scope) if self.keys else None
         client = "key:" + hashlib.sha256(key).hexdigest()[:16] if key is not None else _client_address(scope)
         scope.setdefault("state", {})["client"] = client
-        if scope["path"] in self.open:
+        if scope["path"] in self.open or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         if self.keys and (key is None or not self._known(key)):

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from seqserve.manifest import Manifest, sha256_file
 from service.app import create_app
 from service.config import Settings
-from tests.conftest import served
+from tests.conftest import MODELS_DIR, REPO_ROOT, served
 
 
 def test_healthz(client):
@@ -199,3 +199,130 @@ def test_text_limits_count_the_normalised_text(client):
     response = client.post("/generate-music", json={"prompt": expanding})
     assert response.status_code == 422 and "NFKC" in response.json()["message"]
     assert client.post("/sentiment", json={"text": "\u33af" * 3_000}).status_code == 200
+
+
+OPERATIONS = {("/sentiment", "post"): ("classify_sentiment", "sentiment"),
+              ("/translate", "post"): ("translate", "translation"),
+              ("/generate-music", "post"): ("generate_music", "music"),
+              ("/generate-music/midi", "post"): ("music_to_midi", "music"),
+              ("/healthz", "get"): ("health", "operations"),
+              ("/readyz", "get"): ("readiness", "operations"),
+              ("/v1/models", "get"): ("list_models", "operations"),
+              ("/metrics", "get"): ("metrics", "operations")}
+TASK_ERRORS = {"401": {"unauthorized"}, "408": {"request_timeout"}, "413": {"payload_too_large"},
+               "422": {"validation_error", "too_much_work"}, "429": {"client_busy", "rate_limited"},
+               "500": {"inference_failed", "internal_error"},
+               "503": {"overloaded", "timeout", "shutting_down", "not_ready"}}
+
+
+def _offline_spec(**settings) -> dict:
+    """The OpenAPI document of an app with these settings (no model needs to load for it)."""
+    return create_app(Settings(models_dir=MODELS_DIR, device="cpu", **settings)).openapi()
+
+
+def test_openapi_operation_ids_and_a_tag_per_task(client):
+    spec = client.get("/openapi.json").json()
+    for (path, method), (operation_id, tag) in OPERATIONS.items():
+        operation = spec["paths"][path][method]
+        assert (operation["operationId"], operation["tags"]) == (operation_id, [tag]), path
+    assert [t["name"] for t in spec["tags"]][:4] == ["sentiment", "translation", "music", "operations"]
+    assert all(t.get("description") for t in spec["tags"][:4])
+    ids = [op["operationId"] for operations in spec["paths"].values() for op in operations.values()]
+    assert len(ids) == len(set(ids)), "operation ids are unique"
+    assert not {"/", "/docs", "/redoc"} & set(spec["paths"]), "the pages are not API operations"
+
+
+def test_openapi_documents_every_error_of_every_route_with_the_one_error_schema(client):
+    from service.api.errors import ERRORS, ErrorCode
+
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["ErrorBody"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorCode",
+                                                           "description": schemas["ErrorBody"]["properties"]["error"]["description"]}
+    assert set(schemas["ErrorCode"]["enum"]) == {code.value for code in ErrorCode}
+    expected = {"/sentiment": TASK_ERRORS, "/translate": TASK_ERRORS, "/generate-music": TASK_ERRORS,
+                "/generate-music/midi": {"401": {"unauthorized"}, "408": {"request_timeout"},
+                                         "413": {"payload_too_large"}, "422": {"validation_error", "too_complex"},
+                                         "429": {"rate_limited"}, "500": {"internal_error"},
+                                         "503": {"timeout", "shutting_down", "not_ready"}},
+                "/v1/models": {"401": {"unauthorized"}, "429": {"rate_limited"}, "500": {"internal_error"}},
+                "/metrics": {"401": {"unauthorized"}, "429": {"rate_limited"}, "500": {"internal_error"}},
+                "/healthz": {"500": {"internal_error"}}, "/readyz": {"500": {"internal_error"}}}
+    for path, statuses in expected.items():
+        (operation,) = spec["paths"][path].values()
+        documented = {status: set(response["content"]["application/json"]["examples"])
+                      for status, response in operation["responses"].items()
+                      if status[0] in "45" and "examples" in response.get("content", {}).get("application/json", {})}
+        assert documented == statuses, path
+        for status, codes in statuses.items():
+            response = operation["responses"][status]
+            assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+            assert all(f"`{code}`" in response["description"] for code in codes)
+            assert all(ERRORS[ErrorCode(code)][0] == int(status) for code in codes)
+            if status in ("429", "503"):
+                assert "Retry-After" in response["headers"], (path, status)
+    readiness = spec["paths"]["/readyz"]["get"]["responses"]["503"]
+    assert readiness["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ReadinessResponse"}
+
+
+def test_the_error_codes_are_one_list_for_the_code_the_docs_and_the_server():
+    """ErrorCode is the list: docs/api.md's table has exactly its codes at the same statuses, the
+    server's own refusals (service/http.py) use only them, and error_response refuses any other."""
+    import re
+
+    from service.api.errors import ERRORS, ErrorCode, error_response
+
+    table = re.findall(r"^\| (\d{3})[^|]*\| `(\w+)` \|", (REPO_ROOT / "docs" / "api.md").read_text(), re.M)
+    assert {code: int(status) for status, code in table} == {code.value: ERRORS[code][0] for code in ErrorCode}
+    refusals = re.findall(r'refuse\(\s*(\d+),\s*"(\w+)"', (REPO_ROOT / "service" / "http.py").read_text())
+    assert refusals and all(ERRORS[ErrorCode(code)][0] == int(status) for status, code in refusals)
+    with pytest.raises(ValueError):
+        error_response(400, "some_new_code", "a code outside the enum is a bug")
+
+
+def test_openapi_security_schemes_and_what_each_route_asks_for():
+    spec = _offline_spec()
+    assert spec["components"]["securitySchemes"] == {
+        "Bearer": {"type": "http", "scheme": "bearer", "description": ANY_TEXT},
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": ANY_TEXT}}
+    keyed = [path for path in ("/sentiment", "/translate", "/generate-music", "/generate-music/midi", "/v1/models",
+                               "/metrics")]
+    for path in keyed:  # without keys configured, a key is welcome but not needed
+        (operation,) = spec["paths"][path].values()
+        assert operation["security"] == [{"Bearer": []}, {"ApiKey": []}, {}], path
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in spec["paths"][path]["get"]
+    spec = _offline_spec(api_keys=["k"], metrics_open=False)
+    for path in keyed:
+        (operation,) = spec["paths"][path].values()
+        assert operation["security"] == [{"Bearer": []}, {"ApiKey": []}], path
+    spec = _offline_spec(api_keys=["k"])  # METRICS_OPEN: /metrics needs no key
+    assert spec["paths"]["/metrics"]["get"]["security"][-1] == {}
+
+
+class _AnyText:
+    def __eq__(self, other) -> bool:
+        return isinstance(other, str) and len(other) > 10
+
+
+ANY_TEXT = _AnyText()
+
+
+def test_openapi_describes_the_event_stream(client):
+    spec = client.get("/openapi.json").json()
+    answer = spec["paths"]["/generate-music"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/MusicResponse"}
+    events = answer["content"]["text/event-stream"]
+    kinds = {event["properties"]["event"]["const"]: event["properties"]["data"]
+             for event in events["schema"]["oneOf"]}
+    assert {name: data["contentSchema"]["$ref"].split("/")[-1] for name, data in kinds.items()} == {
+        "chunk": "MusicChunk", "result": "MusicResponse", "error": "MusicStreamError"}
+    assert all(data["contentMediaType"] == "application/json" for data in kinds.values())
+    for name in ("MusicChunk", "MusicResponse", "MusicStreamError"):
+        assert name in spec["components"]["schemas"]
+    assert "id: 0\nevent: chunk" in events["example"] and ": keep-alive" in events["example"]
+    assert "keep-alive" in answer["description"] and "`id:`" in answer["description"]
+    request = spec["components"]["schemas"]["MusicRequest"]["properties"]
+    assert request["stop_at_end_of_tune"]["default"] is False
+    assert spec["components"]["schemas"]["MusicResponse"]["properties"]["finish_reason"]["enum"] == ["length",
+                                                                                                   "end_of_tune"]
