@@ -23,6 +23,22 @@ DOCS_PATHS = {"/", "/docs", "/docs/oauth2-redirect", "/redoc"}  # besides /opena
 
 router = APIRouter(include_in_schema=False)
 
+# The browser's own guard: these pages may load and call nothing but this service. (Inline
+# styles: abcjs's SVG, Swagger UI, Redoc; inline script: FastAPI's docs templates start their
+# library with one; a blob: worker: Redoc's search.)
+_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; "
+        "connect-src 'self'; media-src 'self' blob: data:; base-uri 'self'; form-action 'self'; "
+        "frame-ancestors 'self'; ")
+CSP = {"playground": _CSP + "script-src 'self'",
+       "docs": _CSP + "script-src 'self' 'unsafe-inline'",
+       "redoc": _CSP + "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:"}
+
+
+def _guarded(response: HTMLResponse, page: str) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = CSP[page]
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
 
 @cache
 def _playground(keys: bool) -> str:
@@ -37,34 +53,35 @@ def _root(request: Request) -> str:
 
 @router.get("/")
 async def playground(request: Request) -> HTMLResponse:
-    return HTMLResponse(_playground(bool(request.app.state.settings.api_keys)),
-                        headers={"Cache-Control": "no-cache"})
+    return _guarded(HTMLResponse(_playground(bool(request.app.state.settings.api_keys)),
+                                 headers={"Cache-Control": "no-cache"}), "playground")
 
 
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = _root(request)
-    return get_swagger_ui_html(
+    return _guarded(get_swagger_ui_html(
         openapi_url=root + request.app.openapi_url, title=f"{request.app.title} - Swagger UI",
         swagger_js_url=f"{root}{STATIC_PREFIX}/vendor/swagger-ui/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{STATIC_PREFIX}/vendor/swagger-ui/swagger-ui.css",
         swagger_favicon_url=f"{root}{STATIC_PREFIX}/favicon.svg",
         oauth2_redirect_url=root + "/docs/oauth2-redirect",
         # validatorUrl: never send the document to swagger.io's validator
-        swagger_ui_parameters={"validatorUrl": None})
+        swagger_ui_parameters={"validatorUrl": None}), "docs")
 
 
 @router.get("/docs/oauth2-redirect")
 async def swagger_ui_redirect() -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
+    return _guarded(get_swagger_ui_oauth2_redirect_html(), "docs")
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     root = _root(request)
-    return get_redoc_html(openapi_url=root + request.app.openapi_url, title=f"{request.app.title} - ReDoc",
-                          redoc_js_url=f"{root}{STATIC_PREFIX}/vendor/redoc/redoc.standalone.js",
-                          redoc_favicon_url=f"{root}{STATIC_PREFIX}/favicon.svg", with_google_fonts=False)
+    return _guarded(get_redoc_html(openapi_url=root + request.app.openapi_url, title=f"{request.app.title} - ReDoc",
+                                   redoc_js_url=f"{root}{STATIC_PREFIX}/vendor/redoc/redoc.standalone.js",
+                                   redoc_favicon_url=f"{root}{STATIC_PREFIX}/favicon.svg", with_google_fonts=False),
+                    "redoc")
 
 
 def install(app: FastAPI) -> None:

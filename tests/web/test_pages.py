@@ -44,6 +44,16 @@ def test_every_page_loads_its_assets_from_the_service(bare, path):
     assert "cdn." not in response.text and "fonts.googleapis" not in response.text
 
 
+@pytest.mark.parametrize("path", PAGES)
+def test_the_browser_is_told_to_load_nothing_from_another_host(bare, path):
+    policy = dict(part.strip().split(" ", 1) for part in bare.get(path).headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'self'" and policy["connect-src"] == "'self'"
+    for directive, sources in policy.items():
+        assert not re.search(r"https?:|\*", sources), (directive, sources)
+    if path == "/":
+        assert policy["script-src"] == "'self'", "the playground runs no inline script"
+
+
 def test_fastapi_s_cdn_docs_are_not_there(bare):
     html = bare.get("/docs").text
     assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html and "jsdelivr" not in html
