@@ -19,13 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import schemas
 from service.api.bounded import bounded, bounded_stream
+from service.api.middleware import GuardedJSONRoute
 from service.api.errors import ERRORS, ErrorCode as E
 from service.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 from service.api.deps import KEYED, Client, Music, Registry, Sentiment, Translate
 from service.request_log import note
 from service.tasks.music import Composition, MusicModel, TuneEnd
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedJSONRoute)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
