@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from service.api.middleware import MAX_JSON_STRINGS, json_strings
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
@@ -86,6 +88,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         header_bytes, binary = body[:int(header_length)], body[int(header_length):]
     else:
         header_bytes, binary = body, b""
+    if json_strings(header_bytes) > MAX_JSON_STRINGS:  # refused before parsing, as the typed endpoints do
+        raise ProtocolError(f"the request header holds over {MAX_JSON_STRINGS:,} JSON strings; no request needs so many")
     try:
         header = json.loads(header_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError):
