@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import signal
 import sys
 
@@ -46,21 +45,6 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def return_freed_memory() -> None:
-    """glibc raises its mmap threshold to the largest block freed so far, so after one big batch
-    the next big numpy arrays come from the heap, which it seldom gives back: resident memory
-    then stays at the high-water mark of the worst request. A fixed threshold (128 KiB) keeps
-    large arrays in their own mappings, returned to the system when freed (measured with the
-    translation model alone: after three 32-text beam-8 requests 603 MiB without, 441 MiB with,
-    at the same speed)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to tune
-        return
-    M_MMAP_THRESHOLD = -3
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-
-
 def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.ArgumentParser]:
     """Every setting is a flag (pydantic-settings builds them, with their help, from Settings);
     a flag wins over its SEQSERVE_<NAME> variable, which wins over the default."""
@@ -78,7 +62,6 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.ArgumentP
 def main(argv: list[str] | None = None) -> int:
     settings, parser = parse_settings(argv)
     request_log.configure(settings.log_level, settings.log_format)
-    return_freed_memory()
     try:
         newest_versions(settings.models_dir)
     except ModelsDirMissing as error:
