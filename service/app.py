@@ -15,7 +15,7 @@ from service.api.bounded import Drain
 from service.api.middleware import RequestGuard
 from service.api.schemas import ENDPOINT_BODY_BYTES
 from service.api import v2
-from service.api.routes import router
+from service.api.routes import ROUTERS
 from service.api.security import AccessControl
 from service.config import Settings
 from service.metrics import Metrics
@@ -61,12 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.drain = Drain()  # the server calls app.state.drain.begin(grace) on SIGTERM
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
     pages.install(app)  # the playground at /, /docs, /redoc and /static: no request to another host
     openapi.install(app, settings)
     app.include_router(v2.router)  # the Open Inference Protocol, on the same models and batchers
     errors.install(app, settings.retry_after_s)
-    known = {route.path for route in router.routes} | pages.DOCS_PATHS | {"/openapi.json"}
+    known = {route.path for router in ROUTERS for route in router.routes} | pages.DOCS_PATHS | {"/openapi.json"}
     # Outermost last: request id, metrics and the access log see every answer, 401 and 429
     # included; CORS preflights pass before the key check.
     app.add_middleware(AccessControl, api_keys=settings.api_keys, metrics_open=settings.metrics_open,

@@ -2,7 +2,7 @@
 streamed events, and security that says what the running service asks for (API keys on or
 off, /metrics open or not; the 401 each keyed route documents applies when keys are on).
 The routes declare the rest: operation ids, every error per
-status (routes.errors), the two security schemes (deps.KEYED)."""
+status (routes.common.errors), the two security schemes (deps.KEYED)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from seqserve.abc import complete_tunes
-from service.api.routes import prefers_event_stream, with_keepalive
+from service.api.routes.music import prefers_event_stream, with_keepalive
 from service.tasks.music import TuneEnd
 from tests.conftest import served
 
@@ -200,9 +200,9 @@ def test_tune_end_reads_text_as_complete_tunes_splits_it():
 
 
 def test_a_stream_with_nothing_to_say_sends_keep_alive_comments(client, monkeypatch):
-    from service.api import routes
+    from service.api.routes import music as music_routes
 
-    monkeypatch.setattr(routes, "KEEPALIVE_S", 0.0005)
+    monkeypatch.setattr(music_routes, "KEEPALIVE_S", 0.0005)
     _, text = stream(client, {"max_length": 300, "seed": 4, "stream": True})
     assert ": keep-alive\n\n" in text
     events = read_events(text)

@@ -1,4 +1,4 @@
-"""The endpoints of docs/api.md: each translates HTTP to a call on its task's model and back."""
+"""POST /generate-music (JSON or Server-Sent Events) and POST /generate-music/midi."""
 
 from __future__ import annotations
 
@@ -7,93 +7,27 @@ import itertools
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response, StreamingResponse
 
 from service.api import schemas
 from service.api.bounded import bounded, bounded_stream
+from service.api.deps import KEYED, Client, Music
+from service.api.errors import ErrorCode as E
 from service.api.middleware import GuardedJSONRoute
-from service.api.errors import ERRORS, ErrorCode as E
+from service.api.routes.common import BODY, KEYS, MODEL, errors
 from service.errors import ClientDisconnected, RequestTimeout, ShuttingDown
-from service.api.deps import KEYED, Client, Music, Registry, Sentiment, Translate
 from service.request_log import note
 from service.tasks.music import Composition, MusicModel, TuneEnd
 
 router = APIRouter(route_class=GuardedJSONRoute)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Every error each route can give, per status, with the one error schema (docs/api.md#errors).
-KEYS = (E.unauthorized, E.rate_limited)  # with API_KEYS / RATE_LIMIT_PER_MINUTE configured
-BODY = (E.request_timeout, E.payload_too_large, E.validation_error)
-MODEL = (E.too_much_work, E.client_busy, E.overloaded, E.timeout, E.shutting_down, E.not_ready,
-         E.inference_failed, E.internal_error)
-_HEADERS = {
-    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
-    429: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
-    503: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
-}
-
-
-def errors(*codes: E) -> dict[int | str, dict]:
-    """The `responses` of a route that can answer with these error codes: per status, ErrorBody,
-    which codes and when, an example of each, and the Retry-After or WWW-Authenticate header."""
-    by_status: dict[int, list[E]] = defaultdict(list)
-    for code in codes:
-        by_status[ERRORS[code][0]].append(code)
-    return {status: {
-        "model": schemas.ErrorBody,
-        "description": "; ".join(f"`{code}`: {ERRORS[code][1]}" for code in found),
-        "content": {"application/json": {"examples": {
-            code.value: {"summary": ERRORS[code][1], "value": {"error": code.value, "message": ERRORS[code][1]}}
-            for code in found}}},
-        **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
-    } for status, found in sorted(by_status.items())}
-
-
-def _result(prediction) -> schemas.SentimentResult:
-    return schemas.SentimentResult(label=prediction.label, score=prediction.score,
-                                   probabilities=schemas.SentimentProbabilities(**prediction.probabilities))
-
-
-@router.post("/sentiment", tags=["sentiment"], operation_id="classify_sentiment", dependencies=KEYED,
-             responses=errors(*KEYS, *BODY, *MODEL),
-             response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
-             summary="Positive or negative, for one review (`text`) or up to 64 (`texts`)")
-async def sentiment(request: Request, body: schemas.SentimentRequest, model: Sentiment, client: Client):
-    texts = [body.text] if body.text is not None else body.texts
-    predictions = await bounded(request, model.classify(texts, client), model.settings.request_timeout_s)
-    if body.text is not None:
-        return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
-    return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)
-
-
-def _translation(result, return_attention: bool) -> schemas.TranslationResult:
-    attention = result.attention.astype(float).round(5).tolist() if return_attention else None
-    return schemas.TranslationResult(translation=result.translation, source_tokens=result.source_tokens,
-                                     target_tokens=result.target_tokens, attention=attention,
-                                     source_truncated=result.source_truncated)
-
-
-@router.post("/translate", tags=["translation"], operation_id="translate", dependencies=KEYED,
-             responses=errors(*KEYS, *BODY, *MODEL),
-             response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
-             summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
-async def translate(request: Request, body: schemas.TranslateRequest, model: Translate, client: Client):
-    texts = [body.text] if body.text is not None else body.texts
-    results = await bounded(request, model.translate(texts, body.beam_size, body.max_length, client),
-                            model.settings.request_timeout_s)
-    answers = [_translation(result, body.return_attention) for result in results]
-    if body.text is not None:
-        return schemas.TranslateResponse(**answers[0].model_dump(), model=model.manifest.id)
-    return schemas.TranslateBatchResponse(results=answers, model=model.manifest.id)
 
 
 KEEPALIVE_S = 15.0  # an SSE comment after this long without an event, so proxies keep the stream open
@@ -287,43 +221,3 @@ async def abc_to_midi(request: Request, body: schemas.MidiRequest, model: Music)
         raise RequestValidationError([{"loc": ("body", "abc"), "type": "value_error", "msg": str(error),
                                        "input": None}]) from error
     return Response(data, media_type="audio/midi", headers={"Content-Disposition": 'attachment; filename="tune.mid"'})
-
-
-@router.get("/healthz", tags=["operations"], operation_id="health", response_model=schemas.HealthResponse,
-            responses=errors(E.internal_error),
-            summary="200 while the process is alive")
-async def healthz() -> schemas.HealthResponse:
-    return schemas.HealthResponse(status="ok")
-
-
-@router.get("/readyz", tags=["operations"], operation_id="readiness", response_model=schemas.ReadinessResponse,
-            responses={**errors(E.internal_error),
-                       503: {"model": schemas.ReadinessResponse, "description": "names what is not ready",
-                             "headers": _HEADERS[503]}},
-            summary="200 only when every model is loaded and warmed up")
-async def readyz(request: Request, registry: Registry):
-    missing = registry.not_ready()
-    models = {task: "ready" for task in registry.models if task not in missing} | missing
-    if request.app.state.drain.draining:
-        missing["server"] = models["server"] = "shutting down"
-    if missing:
-        body = schemas.ReadinessResponse(status="not ready", models=models)
-        return JSONResponse(body.model_dump(), status_code=503,
-                            headers={"Retry-After": str(registry.settings.retry_after_s)})
-    return schemas.ReadinessResponse(status="ready", models=models)
-
-
-@router.get("/v1/models", tags=["operations"], operation_id="list_models", dependencies=KEYED,
-            responses=errors(*KEYS, E.internal_error), response_model=schemas.ModelsResponse,
-            summary="Each model: version, provider in use, signature, file hashes, test metrics")
-async def list_models(registry: Registry) -> schemas.ModelsResponse:
-    return schemas.ModelsResponse(models=[schemas.ModelInfo(**m.describe()) for m in registry.models.values()])
-
-
-@router.get("/metrics", tags=["operations"], operation_id="metrics", dependencies=KEYED, response_class=Response,
-            responses={**errors(*KEYS, E.internal_error), 200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {
-                "example": '# TYPE seqserve_requests_total counter\n'
-                           'seqserve_requests_total{endpoint="/sentiment",status="200"} 42.0\n'}}}},
-            summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
