@@ -73,6 +73,8 @@ class HostileService(ServiceProcess):
     output in a log file (a pipe nobody reads could fill and stall it), and optionally a
     RLIMIT_NOFILE set in the child before it starts."""
 
+    ready_timeout_s = 180.0
+
     def __init__(self, models_dir: Path, env: dict[str, str], fd_limit: int | None = None, name: str = "service"):
         self.env = dict(env)
         self.name = name
@@ -91,21 +93,6 @@ class HostileService(ServiceProcess):
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
         self.cold_start_s = self._wait_ready(started)
         self.warm_rss_mib: float | None = None
-
-    def _wait_ready(self, started: float, timeout: float = 180) -> float:
-        import httpx
-
-        while time.perf_counter() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.process.kill()
-        raise TimeoutError(f"service not ready in {timeout} s: {self.log_tail()}")
 
     def setting(self, name: str, default: float) -> float:
         return float(self.env.get(f"SEQSERVE_{name.upper()}", default))

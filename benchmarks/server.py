@@ -32,17 +32,24 @@ class ServiceProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.cold_start_s = self._wait_ready(started)
 
-    def _wait_ready(self, started: float, timeout: float = 120) -> float:
-        while time.perf_counter() - started < timeout:
+    ready_timeout_s = 120.0
+
+    def _wait_ready(self, started: float) -> float:
+        while time.perf_counter() - started < self.ready_timeout_s:
             if self.process.poll() is not None:
-                raise RuntimeError(f"service exited: {self.process.stderr.read()[-2000:]}")
+                raise RuntimeError(f"service exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return time.perf_counter() - started
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError("service not ready in time")
+        self.process.kill()
+        raise TimeoutError(f"service not ready in {self.ready_timeout_s:g} s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the service's output (its stderr; read once it has exited)."""
+        return self.process.stderr.read()[-chars:] if self.process.poll() is not None else ""
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -3,7 +3,7 @@
 A link is `[text](target)`, `![alt](target)`, a reference definition `[name]: target`, or an
 HTML `href`/`src`; code (fenced blocks and inline spans) is not read. A target with a scheme
 (`https:`, `mailto:`) is external and not followed; any other target must name a file or
-folder of the repository (never one outside it, such as `../shared/API.md`), and its `#anchor`
+folder of the repository (never one outside it, such as a sibling of the checkout), and its `#anchor`
 must be a heading of the target Markdown file (GitHub's slugs). The card templates under
 docs/models/templates/ are checked through the cards rendered from them (test_model_cards).
 """
@@ -19,6 +19,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO_ROOT / "docs" / "models" / "templates"
 
+OUTSIDE = "/".join(["..", "outside", "API.md"])  # a path beside the checkout, for the checker's own test
 FENCE = re.compile(r"^(```|~~~)")
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -138,13 +139,13 @@ def test_the_checker_finds_what_it_must(tmp_path: Path):
     (repo / "docs").mkdir(parents=True)
     (repo / "docs" / "b.md").write_text("# B\n\n## Real heading\n\n## Real heading\n", encoding="utf-8")
     (repo / "README.md").write_text(
-        "[up](../shared/API.md) [ok](docs/b.md#real-heading) [dup](docs/b.md#real-heading-1) "
+        "[up](" + OUTSIDE + ") [ok](docs/b.md#real-heading) [dup](docs/b.md#real-heading-1) "
         "[bad anchor](docs/b.md#missing) ![img](docs/none.png) [web](https://example.org/x)\n"
         "`[code](nowhere.md)` [self](#top) <a href=\"docs/gone.md\">x</a>\n"
         "```\n[fenced](nowhere.md)\n```\n# Top\n", encoding="utf-8")
     found = problems(repo / "README.md", root=repo)
     assert [line.split(": ", 1)[1] for line in found] == [
-        "../shared/API.md: leaves the repository",
+        OUTSIDE + ": leaves the repository",
         "docs/b.md#missing: no heading with the anchor #missing in docs/b.md",
         "docs/none.png: no such file",
         "docs/gone.md: no such file",
