@@ -92,13 +92,37 @@ def _where(loc) -> str:
     return ".".join(str(part) for part in loc)
 
 
+# The service's own errors (service/errors.py) and the code each answers with; its status is the
+# code's (ERRORS). The typed endpoints answer in ErrorBody's shape, the v2 protocol in its own.
+SERVICE_ERRORS: dict[type[Exception], ErrorCode] = {
+    InvalidInput: ErrorCode.validation_error, TooMuchWork: ErrorCode.too_much_work,
+    Music21Timeout: ErrorCode.too_complex, ClientBusy: ErrorCode.client_busy, QueueFull: ErrorCode.overloaded,
+    Music21Unavailable: ErrorCode.not_ready, ModelNotReady: ErrorCode.not_ready, RequestTimeout: ErrorCode.timeout,
+    ShuttingDown: ErrorCode.shutting_down, ClientDisconnected: ErrorCode.client_closed_request,
+}
+
+
+def service_error(exc: Exception, retry_after_s: int) -> tuple[int, ErrorCode, str, dict[str, str] | None]:
+    """(status, code, message, headers) of one of the service's errors. Retry-After goes with
+    429 and 503: the configured one, or longer when admission estimated the work ahead."""
+    code = next(c for kind, c in SERVICE_ERRORS.items() if isinstance(exc, kind))  # ClientBusy before QueueFull
+    status = ERRORS[code][0]
+    message = f"this tune is too complex to process: {exc}" if code is ErrorCode.too_complex else str(exc)
+    headers = None
+    if status in (429, 503):
+        headers = {"Retry-After": str(max(retry_after_s, math.ceil(getattr(exc, "retry_after_s", None) or 0)))}
+    return status, code, message, headers
+
+
+def answer(exc: Exception, retry_after_s: int) -> JSONResponse:
+    status, code, message, headers = service_error(exc, retry_after_s)
+    if isinstance(exc, InvalidInput):
+        fields = [{"loc": ["body", exc.field], "message": _clip(message)}]
+        return error_response(status, code, f"body.{exc.field}: {fields[0]['message']}", fields=fields)
+    return error_response(status, code, message, headers=headers)
+
+
 def install(app: FastAPI, retry_after_s: int) -> None:
-    retry = {"Retry-After": str(retry_after_s)}
-
-    def retry_after(exc: QueueFull) -> dict[str, str]:
-        """The configured Retry-After, or longer when admission estimated how long the work ahead lasts."""
-        return {"Retry-After": str(max(retry_after_s, math.ceil(exc.retry_after_s or 0)))}
-
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -120,46 +144,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(InvalidInput)
-    async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
-        fields = [{"loc": ["body", exc.field], "message": _clip(str(exc))}]
-        return error_response(422, "validation_error", f"body.{exc.field}: {fields[0]['message']}", fields=fields)
+    async def service(_: Request, exc: Exception) -> JSONResponse:
+        return answer(exc, retry_after_s)
 
-    @app.exception_handler(ClientBusy)
-    async def client_busy(_: Request, exc: ClientBusy) -> JSONResponse:
-        return error_response(429, "client_busy", str(exc), headers=retry_after(exc))
-
-    @app.exception_handler(QueueFull)
-    async def overloaded(_: Request, exc: QueueFull) -> JSONResponse:
-        return error_response(503, "overloaded", str(exc), headers=retry_after(exc))
-
-    @app.exception_handler(TooMuchWork)
-    async def too_much_work(_: Request, exc: TooMuchWork) -> JSONResponse:
-        return error_response(422, "too_much_work", str(exc))
-
-    @app.exception_handler(Music21Timeout)
-    async def too_complex(_: Request, exc: Music21Timeout) -> JSONResponse:
-        return error_response(422, "too_complex", f"this tune is too complex to process: {exc}")
-
-    @app.exception_handler(Music21Unavailable)
-    async def music21_unavailable(_: Request, exc: Music21Unavailable) -> JSONResponse:
-        return error_response(503, "not_ready", str(exc), headers=retry)
-
-    @app.exception_handler(ShuttingDown)
-    async def shutting_down(_: Request, exc: ShuttingDown) -> JSONResponse:
-        return error_response(503, "shutting_down", str(exc), headers=retry)
-
-    @app.exception_handler(RequestTimeout)
-    async def timed_out(_: Request, exc: RequestTimeout) -> JSONResponse:
-        return error_response(503, "timeout", str(exc), headers=retry)
-
-    @app.exception_handler(ClientDisconnected)
-    async def gone(_: Request, exc: ClientDisconnected) -> JSONResponse:
-        return error_response(499, "client_closed_request", str(exc))  # nobody reads it; metrics do
-
-    @app.exception_handler(ModelNotReady)
-    async def not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
-        return error_response(503, "not_ready", str(exc), headers=retry)
+    for kind in SERVICE_ERRORS:
+        app.add_exception_handler(kind, service)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

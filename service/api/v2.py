@@ -11,7 +11,6 @@ typed endpoints' statuses (413, 422, 429, 503 with Retry-After) for the same lim
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from service.api import schemas
 from service.api.bounded import bounded
+from service.api.errors import SERVICE_ERRORS, service_error
 from service.api.tensors import HEADER_LENGTH, InferRequest, ProtocolError, Tensor, encode_response, parse_request
-from service.errors import (ClientBusy, ClientDisconnected, InvalidInput, ModelNotReady, QueueFull, RequestTimeout,
-                            ShuttingDown, TooMuchWork)
 from service.registry import ModelRegistry
 from service.tasks.base import ServedModel
 
@@ -82,12 +80,6 @@ SIGNATURES = {
                         "seed": "the same seed and settings give the same tune"}),
 }
 
-# The typed endpoints' statuses for the same failures (see service/api/errors.py).
-STATUSES: dict[type[Exception], int] = {InvalidInput: 422, TooMuchWork: 422, ClientBusy: 429, QueueFull: 503,
-                                        ModelNotReady: 503, RequestTimeout: 503, ShuttingDown: 503,
-                                        ClientDisconnected: 499}
-
-
 def protocol_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -104,12 +96,9 @@ async def answering_errors(request: Request, call: Callable[[], Response | Await
     except ValidationError as error:  # a limit of the typed schema
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
         return protocol_error(422, problems)
-    except tuple(STATUSES) as error:
-        status = next(code for kind, code in STATUSES.items() if isinstance(error, kind))
-        retry = request.app.state.settings.retry_after_s
-        headers = {"Retry-After": str(max(retry, math.ceil(getattr(error, "retry_after_s", None) or 0)))} \
-            if status in (429, 503) else None
-        return protocol_error(status, str(error), headers)
+    except tuple(SERVICE_ERRORS) as error:  # the typed endpoints' statuses, in the protocol's form
+        status, _, message, headers = service_error(error, request.app.state.settings.retry_after_s)
+        return protocol_error(status, message, headers)
 
 
 def _registry(request: Request) -> ModelRegistry:
