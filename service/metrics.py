@@ -57,17 +57,17 @@ class Metrics:
         return ModelMetrics(self, name, version)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Totals:
     """Counts and cumulative times since start, for the protocol's statistics endpoint."""
 
-    runs: int = 0
-    items: int = 0
-    run_seconds: float = 0.0
-    waits: int = 0
-    wait_seconds: float = 0.0
-    failed_runs: int = 0
-    last_run_at: float = 0.0  # seconds since the epoch
+    runs: int
+    items: int
+    run_seconds: float
+    waits: int
+    wait_seconds: float
+    failed_runs: int
+    last_run_at: float  # seconds since the epoch; 0: none yet
 
 
 class ModelMetrics:
@@ -84,26 +84,33 @@ class ModelMetrics:
         self._refused_items = metrics.refused_items.labels(*labels)
         self._ready = metrics.model_ready.labels(*labels)
         self.recording = False
-        self.totals = Totals()
+        self._failed_runs = 0
+        self._last_run_at = 0.0
 
     def run(self, items: int, seconds: float) -> None:
         """One graph run: its batch size and its time."""
         if self.recording:
             self._batch_size.observe(items)
             self._inference.observe(seconds)
-            t = self.totals
-            t.runs, t.items, t.run_seconds, t.last_run_at = t.runs + 1, t.items + items, t.run_seconds + seconds, time.time()
+            self._last_run_at = time.time()
 
     def failed(self) -> None:
         """A graph run that failed (its requests got the error)."""
         if self.recording:
-            self.totals.failed_runs += 1
+            self._failed_runs += 1
 
     def waited(self, seconds: float) -> None:
         if self.recording:
             self._queue_wait.observe(seconds)
-            self.totals.waits += 1
-            self.totals.wait_seconds += seconds
+
+    def totals(self) -> Totals:
+        """Read back from the histograms themselves (their counts and sums)."""
+        sample = self._metrics.registry.get_sample_value
+        labels = {"model": self.name, "version": self.version}
+        value = lambda name: sample(name, labels) or 0  # noqa: E731
+        return Totals(int(value("seqserve_batch_size_count")), int(value("seqserve_batch_size_sum")),
+                      value("seqserve_inference_seconds_sum"), int(value("seqserve_queue_wait_seconds_count")),
+                      value("seqserve_queue_wait_seconds_sum"), self._failed_runs, self._last_run_at)
 
     def waiting(self, items: int) -> None:
         self._queue_depth.set(items)

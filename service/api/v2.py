@@ -175,7 +175,7 @@ def _config(model: ServedModel) -> dict[str, Any]:
 
 def _statistics(model: ServedModel) -> dict[str, Any]:
     """Triton's per-model statistics (counts and cumulative nanoseconds since start)."""
-    stats = model.model_metrics.totals
+    stats = model.model_metrics.totals()
     ns = lambda seconds: int(seconds * 1e9)  # noqa: E731
     return {"name": model.task, "version": model.manifest.version,
             "last_inference": int(stats.last_run_at * 1000), "inference_count": stats.items,
