@@ -119,11 +119,12 @@ class StepLoop(ABC, Generic[Request]):
         rows_each = max(self._rows(r) for r in requests)
         alone_step = self.step_times.seconds(min(n, self.max_active) * rows_each)
         active = self._active_requests()
+        clients = len(set(self._waiting.clients()) | {r.client for r in active} | {client})
         busy_rows = sum(self._rows(r) for r in active) + min(n, self.max_active) * rows_each
-        shared_step = self.step_times.seconds(min(busy_rows, 2 * self.max_rows))
+        # The batch holds max_rows; only with other clients waiting may it grow to twice that.
+        shared_step = self.step_times.seconds(min(busy_rows, (2 if clients > 1 else 1) * self.max_rows))
         if alone_step is None or shared_step is None:
             return None, None
-        clients = len(set(self._waiting.clients()) | {r.client for r in active} | {client})
         waves = min(math.ceil((self._client_in_flight(client) + n) / fair_share(self.max_active, clients)),
                     math.ceil((self.in_flight + n) / self.max_active))
         return math.ceil(n / self.max_active) * steps * alone_step, waves * steps * shared_step

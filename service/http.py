@@ -14,6 +14,8 @@ whole, however long; past the file-descriptor limit the server cannot even accep
 - no body bytes for `body_timeout_s` while a request's body is incomplete (not counting time
   the server itself paused reading): 408 if its response has not started, and the connection
   closes; the app's receive() sees http.disconnect;
+- at most STARTS_PER_TICK requests begin per turn of the event loop, the rest in arrival order
+  on the following turns; health checks begin at once (see StartPacer);
 - uvicorn's own plain-text answers (400 for a request it cannot parse, the 503 of
   limit_concurrency) are JSON of the app's error shape, {"error": code, "message": text}.
 
@@ -28,6 +30,7 @@ import asyncio
 import json
 import logging
 import resource
+from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +44,12 @@ log = logging.getLogger("seqserve.http")
 RESERVED_FDS = 64  # kept for the server's own files: models, logs, worker pipes, the listening socket
 LINGER_S = 2.0
 FULL_WARNING_EVERY_S = 10.0
+# Requests begun per turn of the event loop: each costs the loop ~0.3 ms up to its first wait
+# (parsing, validation, admission), so a burst of 300 arriving together would otherwise hold
+# one turn for ~100 ms, and a health check arriving behind it would wait that long.
+STARTS_PER_TICK = 16
+# Paths a prober polls: they begin at once, never behind a burst of client work.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ def protocol(settings: Settings) -> type[LimitedHttpToolsProtocol]:
     limits = Limits(max_connections=connection_cap(settings.max_connections),
                     header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                     max_header_bytes=settings.max_header_bytes)
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "pacers": {}})
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -108,8 +117,46 @@ class TimedFlowControl(FlowControl):
         super().resume_reading()
 
 
+class StartPacer:
+    """Begins at most `per_tick` requests per turn of the event loop, and the rest, in arrival
+    order, on the turns that follow; a probe (PROBE_PATHS) begins at once.
+
+    asyncio (and uvloop) run, per turn, every callback that was ready when the turn began: a
+    request's task runs its first step (up to its first real wait) in the turn after it was
+    created. A burst of requests that arrived together would all run in one turn, and every
+    other connection, a health check included, would wait for the whole burst."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, per_tick: int = STARTS_PER_TICK):
+        self.loop = loop
+        self.per_tick = per_tick
+        self.started = 0  # in this turn
+        self.waiting: deque = deque()  # (start, cycle, app)
+        self.turn_scheduled = False
+
+    def begin(self, start, cycle, app) -> None:
+        if cycle.scope["path"] in PROBE_PATHS or (not self.waiting and self.started < self.per_tick):
+            self.started += 1
+            start(cycle, app)
+        else:
+            self.waiting.append((start, cycle, app))
+        if not self.turn_scheduled:
+            self.turn_scheduled = True
+            self.loop.call_soon(self.next_turn)
+
+    def next_turn(self) -> None:
+        self.started = 0
+        while self.waiting and self.started < self.per_tick:
+            start, cycle, app = self.waiting.popleft()
+            self.started += 1
+            start(cycle, app)  # a client that left meanwhile: the app's receive() says so at once
+        self.turn_scheduled = bool(self.waiting) or self.started > 0
+        if self.turn_scheduled:
+            self.loop.call_soon(self.next_turn)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]
+    pacers: ClassVar[dict[asyncio.AbstractEventLoop, StartPacer]]
     _full_warned_at: ClassVar[float] = float("-inf")
 
     def __init__(self, *args, **kwargs):
@@ -280,4 +327,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.refuse(400, "bad_request", msg)
 
     def _start_asgi_task(self, cycle, app) -> None:
-        super()._start_asgi_task(cycle, overloaded if app is service_unavailable else app)
+        pacer = self.pacers.get(self.loop)
+        if pacer is None:
+            pacer = self.pacers[self.loop] = StartPacer(self.loop)
+        pacer.begin(super()._start_asgi_task, cycle, overloaded if app is service_unavailable else app)

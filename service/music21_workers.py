@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import TypeVar
@@ -32,7 +33,14 @@ T = TypeVar("T")
 WARM_UP_TUNE = "X:1\nT:warm-up\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|DEFG ABcd|d8|]"
 
 
-def _import_music21() -> None:
+WORKER_NICENESS = 10
+
+
+def _start_worker() -> None:
+    # Below the service's own threads: a burst of tune checks takes the CPU the step loops and
+    # the event loop leave, instead of slowing every stream (and so turning admitted work into
+    # timeouts) while the checks of finished requests run.
+    os.nice(WORKER_NICENESS)
     check_tune(WARM_UP_TUNE)  # imports music21 and fills its caches in the worker
 
 
@@ -45,7 +53,7 @@ class Music21Workers:
 
     def start(self) -> None:
         # max_tasks: a worker is replaced after that many calls, so music21's caches cannot grow without end.
-        self._pool = ProcessPool(max_workers=self.workers, max_tasks=200, initializer=_import_music21,
+        self._pool = ProcessPool(max_workers=self.workers, max_tasks=200, initializer=_start_worker,
                                  context=multiprocessing.get_context("spawn"))
 
     async def warm_up(self) -> None:

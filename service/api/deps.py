@@ -1,4 +1,7 @@
-"""Dependencies the routes declare: the registry, a ready model of a task, and the client."""
+"""Dependencies the routes declare: the registry, a ready model of a task, and the client.
+
+All are `async def` although none awaits: FastAPI runs a plain `def` dependency in its thread
+pool, a hand-off (and a GIL hand-back) per dependency per request that the event loop pays for."""
 
 from __future__ import annotations
 
@@ -14,31 +17,31 @@ from service.tasks.sentiment import SentimentModel
 from service.tasks.translate import TranslateModel
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
 def _ready_model(request: Request, task: str):
-    model = get_registry(request).get(task)
+    model = request.app.state.registry.get(task)
     if model is None:
         raise ModelNotReady(f"no {task} model is loaded")
     model.require_ready()
     return model
 
 
-def get_sentiment_model(request: Request) -> SentimentModel:
+async def get_sentiment_model(request: Request) -> SentimentModel:
     return _ready_model(request, "sentiment")
 
 
-def get_music_model(request: Request) -> MusicModel:
+async def get_music_model(request: Request) -> MusicModel:
     return _ready_model(request, "music")
 
 
-def get_translate_model(request: Request) -> TranslateModel:
+async def get_translate_model(request: Request) -> TranslateModel:
     return _ready_model(request, "translate")
 
 
-def get_client(request: Request) -> str:
+async def get_client(request: Request) -> str:
     """Who is asking, for fair shares: set by AccessControl (a hash of the API key, or the
     client address where there are no keys)."""
     return request.state.client

@@ -13,6 +13,7 @@ that keep the worst accepted call near a second."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections import defaultdict
@@ -71,12 +72,18 @@ class Stream:
     remaining: int
     temperature: float
     top_k: int | None
-    generator: np.random.Generator
+    seed: int
     chunks: asyncio.Queue = field(default_factory=asyncio.Queue)  # str, then None (done) or an exception
     pending: list[str] = field(default_factory=list)  # characters written since the last chunk
     cancelled: bool = False
     clock: BarClock | None = None  # for a model that reads the bar clock
     tune_end: TuneEnd | None = None  # stop at the end of the first complete tune
+
+    @functools.cached_property
+    def generator(self) -> np.random.Generator:
+        # Seeded on first use, in the step thread: seeding costs ~50 us of hashing that the
+        # event loop would otherwise pay per request.
+        return np.random.default_rng(self.seed)
 
 
 @dataclass(eq=False)
@@ -120,7 +127,7 @@ class ContinuousGenerator(StepLoop[Stream]):
                seed: int, client: str = ANONYMOUS, checked: bool = True,
                stop_at_end_of_tune: bool = False) -> AsyncIterator[str]:
         """Admit a stream now (or refuse: see StepLoop._admit) and return its chunks."""
-        stream = Stream(client, prompt, max_length, temperature, top_k, np.random.default_rng(seed),
+        stream = Stream(client, prompt, max_length, temperature, top_k, seed,
                         tune_end=TuneEnd(prompt) if stop_at_end_of_tune else None)
         self._admit([stream], steps=max_length, checked=checked)
         return self._chunks(stream)

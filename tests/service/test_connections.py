@@ -333,3 +333,52 @@ def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path):
         assert sentiment_statuses(served, ["10.0.0.1", "10.0.0.1"]) == [200, 429]
     finally:
         stop(served)
+
+
+class FakeCycle:
+    def __init__(self, path: str):
+        self.scope = {"path": path}
+
+
+def test_a_burst_begins_a_few_requests_per_loop_turn_in_arrival_order_and_probes_at_once():
+    async def scenario():
+        pacer = http.StartPacer(asyncio.get_running_loop(), per_tick=16)
+        begun: list[str] = []
+        start = lambda cycle, app: begun.append(cycle.scope["path"])  # noqa: E731
+        for i in range(40):
+            pacer.begin(start, FakeCycle(f"/sentiment/{i}"), None)
+        after_arrival = list(begun)
+        pacer.begin(start, FakeCycle("/healthz"), None)  # behind 24 waiting requests
+        probe_at = len(begun)
+        turns = []
+        while len(begun) < 41:
+            await asyncio.sleep(0)
+            turns.append(len(begun))
+        return after_arrival, probe_at, begun, turns
+
+    after_arrival, probe_at, begun, turns = asyncio.run(scenario())
+    assert after_arrival == [f"/sentiment/{i}" for i in range(16)]
+    assert probe_at == 17 and begun[16] == "/healthz", "a probe waits for no burst"
+    assert [p for p in begun if p != "/healthz"] == [f"/sentiment/{i}" for i in range(40)], "arrival order kept"
+    assert turns[:2] == [33, 41], "16 more per turn"
+
+
+def test_no_route_dependency_runs_in_the_thread_pool():
+    """FastAPI runs a plain `def` dependency in its thread pool: a hand-off per request the event loop pays for."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from service.api import v2
+    from service.api.routes import ROUTERS
+
+    def calls(dependant):
+        for dependency in dependant.dependencies:
+            yield dependency.call
+            yield from calls(dependency)
+
+    found = {(route.path, call) for router in [*ROUTERS, v2.router] for route in router.routes
+             if isinstance(route, APIRoute) for call in calls(route.dependant)}
+    sync = {f"{path}: {getattr(call, '__name__', call)}" for path, call in found
+            if not (inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(getattr(call, "__call__", None)))}
+    assert len(found) > 10 and not sync

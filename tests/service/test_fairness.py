@@ -10,6 +10,7 @@ import time
 import pytest
 
 from service.batching import MicroBatcher
+from service.continuous import StepLoop
 from service.errors import ClientBusy, QueueFull, TooMuchWork
 from service.fairness import Admission, FairQueue, StepTimes
 from service.metrics import Metrics
@@ -151,3 +152,45 @@ def test_translation_work_that_cannot_meet_its_deadline_is_refused_up_front(mode
         assert response.status_code == 422 and response.json()["error"] == "too_much_work"
         assert time.perf_counter() - started < 0.5, "refused before computing"
         assert client.post("/translate", json={"text": "Hello."}).status_code == 200
+
+
+class Item:
+    def __init__(self, client: str):
+        self.client = client
+
+
+class Batch(StepLoop[Item]):
+    """A StepLoop with a batch set by hand: only its admission estimates are exercised."""
+
+    def __init__(self, active: list[Item], **kwargs):
+        super().__init__("test", Metrics().model("test", "1"), **kwargs)
+        self.batch = active
+
+    def _batch_requests(self):
+        return self.batch
+
+    def _gone(self, request):
+        return False
+
+    def _hop(self, joining):
+        return None
+
+    def _hand_out(self, results):
+        pass
+
+    def _fail_all(self, joining, error):
+        pass
+
+
+def test_a_lone_client_s_estimate_uses_the_batch_it_can_have_not_the_fair_overflow():
+    """One client with a full batch: the batch stays at max_active rows (the overflow to twice
+    that is for other clients), so the next wave is estimated at the full batch's step time."""
+    loop = Batch([Item("a") for _ in range(64)], max_requests=1000, max_active=64)
+    loop.step_times.observe(64, 0.003)
+    alone, shared = loop.estimate_s([Item("a")], steps=1000)
+    assert shared == pytest.approx(2 * 1000 * 0.003), "two waves of full-batch steps"
+    # With another client in the batch, this one may overflow it: 65 rows, estimated from the
+    # 64-row bucket scaled to 128 (cautious), for two waves of its fair share of 32.
+    loop.batch = loop.batch[:32] + [Item("b") for _ in range(32)]
+    alone, shared = loop.estimate_s([Item("a")], steps=1000)
+    assert shared == pytest.approx(2 * 1000 * 0.006)
