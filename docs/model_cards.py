@@ -149,6 +149,21 @@ def render(template: str, context: dict[str, Any], source: str) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
+def _precisions(m: Manifest) -> str:
+    """The version's other precisions: each headline metric against fp32, and the verdict."""
+    if not m.precisions:
+        return "This version has fp32 graphs only."
+    lines = ["| precision | headline metric | fp32 | this precision | allowed change | served |", "|---|---|---|---|---|---|"]
+    for name, variant in m.precisions.items():
+        for metric, figure in variant.quality.items():
+            allowed = f"{'−' if figure['better'] == 'higher' else '+'}{figure['tolerance']:g}"
+            lines.append(f"| {name} | `{metric}` | {figure['fp32']:g} | {figure['this']:g} | {allowed} | "
+                         f"{'yes' if variant.servable else 'no'} |")
+    reasons = "; ".join(f"{name}: {variant.reason}" for name, variant in m.precisions.items())
+    methods = "; ".join(f"{name}: {variant.method}" for name, variant in m.precisions.items())
+    return "\n".join(lines) + f"\n\nMade by {methods}. Verdict: {reasons}."
+
+
 def served_manifest(models_dir: Path, task: str) -> tuple[Manifest, Path]:
     version_dir = newest_version_dir(models_dir / task)
     if version_dir is None:
@@ -158,7 +173,7 @@ def served_manifest(models_dir: Path, task: str) -> tuple[Manifest, Path]:
 
 def context_of(manifest: Manifest) -> dict[str, Any]:
     return {**manifest.model_dump(mode="json"), "id": manifest.id, "short_sha": _short_sha(manifest.data.sha256),
-            "mb": _megabytes(manifest), **DERIVED[manifest.task](manifest)}
+            "mb": _megabytes(manifest), "precisions_table": _precisions(manifest), **DERIVED[manifest.task](manifest)}
 
 
 def render_all(models_dir: Path) -> dict[str, str]:

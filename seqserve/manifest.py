@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,27 @@ class TranslatePreprocessing(Preprocessing):
     state: DecoderState
 
 
+# The precisions a version may carry. fp32 is the exported graphs themselves (`graphs`); the
+# others are variants of them (`precisions`), each with its own measured quality.
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+class PrecisionVariant(BaseModel):
+    """The version's graphs in another precision: same inputs and outputs, other files, its
+    quality measured on the same test split, and whether that is close enough to fp32 to serve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    graphs: dict[str, str] = Field(description="graph name -> its file in this precision")
+    method: str = Field(description="how the files were made from the fp32 graphs")
+    device: str = Field(description="where this precision is meant to run: cpu or cuda")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="evaluate's metrics with these graphs")
+    quality: dict[str, Any] = Field(
+        default_factory=dict, description="per headline metric: fp32, this precision, the change and the tolerance")
+    servable: bool = Field(False, description="every headline metric within its tolerance of fp32")
+    reason: str = Field("", description="why it is (not) served")
+
+
 PREPROCESSING: dict[str, type[Preprocessing]] = {
     "sentiment": SentimentPreprocessing, "music": MusicPreprocessing, "translate": TranslatePreprocessing}
 
@@ -144,6 +166,29 @@ class Manifest(BaseModel):
     hyperparameters: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, Any]
+    precisions: dict[str, PrecisionVariant] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def variants_complete(self) -> "Manifest":
+        for precision, variant in self.precisions.items():
+            if precision not in PRECISIONS or precision == "fp32":
+                raise ValueError(f"precision {precision!r}: a variant is one of {', '.join(PRECISIONS[1:])}")
+            if set(variant.graphs) != set(self.graphs):
+                raise ValueError(f"precision {precision}: graphs {sorted(variant.graphs)}, the version has "
+                                 f"{sorted(self.graphs)}")
+            unlisted = [f for f in variant.graphs.values() if f not in self.files]
+            if unlisted:
+                raise ValueError(f"precision {precision}: {', '.join(unlisted)} not in files")
+        return self
+
+    def graph_files(self, precision: str = "fp32") -> dict[str, str]:
+        """Graph name -> file, in `precision`."""
+        if precision == "fp32":
+            return {name: graph.file for name, graph in self.graphs.items()}
+        if precision not in self.precisions:
+            raise KeyError(f"{self.id} has no {precision} graphs (it has: fp32"
+                           + "".join(f", {p}" for p in self.precisions) + ")")
+        return dict(self.precisions[precision].graphs)
 
     @field_validator("preprocessing", mode="before")
     @classmethod
@@ -164,8 +209,11 @@ class Manifest(BaseModel):
         return cls.model_validate_json((Path(model_dir) / MANIFEST_NAME).read_text())
 
     def save(self, model_dir: Path) -> Path:
+        """Write manifest.json in one rename: a service starting meanwhile reads the old one or the new one."""
         path = Path(model_dir) / MANIFEST_NAME
-        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+        scratch = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}")
+        scratch.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+        os.replace(scratch, path)
         return path
 
     def verify_files(self, model_dir: Path) -> list[str]:

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(REPO_ROOT / "models", description="holds <task>/<version>/manifest.json")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA if ONNX Runtime can use it, else CPU; cuda: CUDA or not ready")
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto", description="graphs to serve: auto: int8 on the CPU, fp16 on CUDA, each where the version has them "
+                            "and their test-split quality is within tolerance of fp32 (else fp32); the others ask "
+                            "for that precision (fp32 where the version has none that may be served)")
     cuda_device_id: int = Field(0, ge=0, description="GPU index for the CUDA provider")
     # CUDA execution provider options (ignored on the CPU).
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(

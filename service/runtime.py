@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from seqserve.manifest import Manifest
 from service.config import Settings
 from service.errors import DeviceUnavailable
 
@@ -29,6 +30,29 @@ def requested_providers(settings: Settings) -> list:
     if settings.device == "auto" and CUDA not in ort.get_available_providers():
         return cpu
     return [(CUDA, cuda_options(settings))] + cpu
+
+
+def planned_device(settings: Settings) -> str:
+    """"cuda" or "cpu": where sessions will be asked to run (a failed CUDA load still ends on the CPU)."""
+    return "cuda" if requested_providers(settings)[0] != CPU else "cpu"
+
+
+def choose_precision(manifest: Manifest, requested: str, device: str) -> tuple[str, str]:
+    """The precision to serve `manifest`'s version in, and why. A variant is served only where
+    the manifest says its test-split quality is within tolerance of fp32."""
+    if requested == "fp32":
+        return "fp32", "asked for fp32"
+    wanted = requested if requested != "auto" else ("fp16" if device == "cuda" else "int8")
+    variant = manifest.precisions.get(wanted)
+    if variant is None:
+        return "fp32", f"{manifest.id} has no {wanted} graphs"
+    if not variant.servable:
+        return "fp32", f"{wanted} {variant.reason}"
+    if variant.device != device:
+        if requested == "auto":
+            return "fp32", f"{wanted} graphs are for {variant.device}, this is {device}"
+        return wanted, f"asked for {wanted} (its graphs are meant for {variant.device}, this is {device})"
+    return wanted, f"{'asked for' if requested != 'auto' else 'auto:'} {wanted}: {variant.reason}"
 
 
 def cuda_options(settings: Settings) -> dict[str, str]:

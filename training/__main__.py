@@ -3,7 +3,8 @@
     python -m training data sentiment             fetch, clean and split the data (cache)
     python -m training train sentiment            train (checkpoint every epoch; --resume)
     python -m training export sentiment           export to ONNX as the next version under models/, checked
-    python -m training evaluate sentiment --json  evaluate the exported ONNX model
+    python -m training evaluate sentiment --json  evaluate the exported ONNX model (--precision int8: its INT8 graphs)
+    python -m training quantize sentiment         add (or redo) the INT8 graphs of a version: quantize, evaluate, judge
 
 Tasks: sentiment, music, translate; each is a package, training/<task>/, whose modules data,
 train, export and evaluate are these steps.
@@ -22,12 +23,13 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from seqserve.manifest import newest_version_dir
+from seqserve.manifest import PRECISIONS, newest_version_dir
 from training.config import load_config, models_dir, runs_dir
+from training.quantize import add_int8
 from training.versions import VersionExists, check_target, newest_model_dir, next_version
 
 TASKS = ("sentiment", "music", "translate")
-STEPS = ("data", "train", "export", "evaluate")
+STEPS = ("data", "train", "export", "evaluate", "quantize")
 
 
 def version_number(text: str) -> str:
@@ -76,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples (sentiment: of each source)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                          help="the version's graphs in this precision (default fp32)")
+
+    quantize = add("quantize", "write the INT8 graphs beside a version's fp32 ones, evaluate them on the test split "
+                               "and record in the manifest whether they are close enough to serve (export does this)")
+    quantize.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
 
     # Not listed: export's own call, one fresh process per graph (see training.onnx_export).
     graph = steps.add_parser("export-graph")
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.task, args.profile, args.overrides)
     run_dir = getattr(args, "run_dir", None) or runs_dir() / args.task / args.profile
-    step = import_module(f"training.{args.task}.{args.step}")
+    step = import_module(f"training.{args.task}.{'evaluate' if args.step == 'quantize' else args.step}")
     if args.step == "data":
         print(json.dumps(step.prepare(config), indent=2))
     elif args.step == "train":
@@ -105,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     elif args.step == "export":
         export(args, step, run_dir)
+    elif args.step == "quantize":
+        model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
+        variant = add_int8(model_dir, step.evaluate, step.QUALITY).precisions["int8"]
+        print(json.dumps({"model_dir": str(model_dir), "int8": variant.quality, "servable": variant.servable,
+                          "reason": variant.reason}, indent=2))
     elif args.step == "evaluate":
         model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
-        metrics = step.evaluate(model_dir, limit=args.limit)
+        metrics = step.evaluate(model_dir, limit=args.limit, precision=args.precision)
         if args.json:
             print(json.dumps(metrics, indent=2))
         else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from seqserve.manifest import Manifest, newest_version_dir
+from training.quantize import Quality, add_int8
 
 
 class VersionExists(FileExistsError):
@@ -58,9 +59,10 @@ def staged(model_dir: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)  # already gone once published
 
 
-def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callable[[Path], dict[str, Any]],
-            force: bool = False) -> Manifest:
-    """Evaluate the staged graphs, write their metrics into the manifest, then rename the
+def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callable[..., dict[str, Any]],
+            force: bool = False, quality: Quality | None = None) -> Manifest:
+    """Evaluate the staged graphs, write their metrics into the manifest, add the INT8 variant
+    (evaluated and judged against `quality`, the task's headline metrics), then rename the
     staged folder into place as the version. An existing version is refused unless `force`;
     then it is moved aside, and removed only after the new version is in place (put back if
     that rename fails). Nothing is deleted before the new version is complete."""
@@ -68,6 +70,8 @@ def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callab
     manifest.save(staging)
     manifest.metrics |= evaluate(staging)
     manifest.save(staging)
+    if quality is not None:
+        manifest = add_int8(staging, evaluate, quality)
     check_target(model_dir, force)  # again: it may have appeared while exporting
     if not (model_dir.exists() or model_dir.is_symlink()):
         staging.rename(model_dir)  # fails, rather than replace it, if a version appeared since

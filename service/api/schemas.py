@@ -177,21 +177,30 @@ class ModelInfo(BaseModel):
     error: str | None
     provider: str | None = Field(description="execution provider in use, read from the ONNX Runtime session")
     providers: dict[str, list[str]]
+    precision: str = Field(description="the precision of the graphs served: fp32, int8 or fp16")
+    precision_reason: str = Field(description="why that precision (SEQSERVE_PRECISION and the manifest's verdicts)")
     graphs: dict[str, dict]
     files: dict[str, str] = Field(description="file -> sha256")
-    metrics: dict
+    metrics: dict = Field(description="the test-split metrics of the graphs served")
+    precisions: dict[str, dict] = Field(
+        description="the version's other precisions: whether each may be served, why, and its headline metrics vs fp32")
 
 
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"models": [{
         "name": "sentiment", "version": "1", "task": "sentiment", "ready": True, "error": None,
         "provider": "CPUExecutionProvider", "providers": {"classifier": ["CPUExecutionProvider"]},
+        "precision": "int8",
+        "precision_reason": "auto: int8: served: every headline metric within its tolerance of fp32 on the test split",
         "graphs": {"classifier": {"file": "model.onnx",
                                   "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
                                              {"name": "lengths", "dtype": "int64", "shape": ["batch"]}],
                                   "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 2]}]}},
         "files": {"model.onnx": "91f3489b…", "tokenizer.json": "25016551…"},
-        "metrics": {"test_imdb": {"accuracy": 0.9124, "examples": 2490}}}]}]})
+        "metrics": {"test_imdb": {"accuracy": 0.9213, "examples": 2490}},
+        "precisions": {"int8": {"servable": True, "reason": "served: every headline metric within its tolerance of "
+                                                            "fp32 on the test split",
+                                "quality": {"test_imdb.accuracy": {"fp32": 0.9201, "this": 0.9213}}}}}]}]})
 
     models: list[ModelInfo]
 

@@ -29,6 +29,8 @@ class ServedModel(ABC):
         self.metrics = metrics  # the app's (music21 calls); this model's own series: model_metrics
         self.model_metrics = metrics.model(manifest.name, manifest.version)
         self.sessions: dict[str, ort.InferenceSession] = {}
+        self.precision, self.precision_reason = runtime.choose_precision(
+            manifest, settings.precision, runtime.planned_device(settings))
         self.ready = False
         self.error: str | None = "loading"
 
@@ -56,8 +58,9 @@ class ServedModel(ABC):
         problems = self.manifest.verify_files(self.model_dir)
         if problems:
             raise ValueError("files do not match the manifest: " + "; ".join(problems))
-        for graph_name, graph in self.manifest.graphs.items():
-            self.sessions[graph_name] = runtime.create_session(self.model_dir / graph.file, self.settings)
+        log.info("model %s: %s (%s)", self.manifest.id, self.precision, self.precision_reason)
+        for graph_name, file in self.manifest.graph_files(self.precision).items():
+            self.sessions[graph_name] = runtime.create_session(self.model_dir / file, self.settings)
         self.prepare()
 
     @property
@@ -100,8 +103,12 @@ class ServedModel(ABC):
             "ready": self.ready,
             "error": self.error,
             "provider": self.provider,
+            "precision": self.precision,
+            "precision_reason": self.precision_reason,
             "providers": {name: s.get_providers() for name, s in self.sessions.items()},
             "graphs": {name: g.model_dump() for name, g in m.graphs.items()},
             "files": {name: f.sha256 for name, f in m.files.items()},
-            "metrics": m.metrics,
+            "metrics": m.metrics if self.precision == "fp32" else m.precisions[self.precision].metrics,
+            "precisions": {name: {"servable": v.servable, "reason": v.reason, "quality": v.quality}
+                           for name, v in m.precisions.items()},
         }

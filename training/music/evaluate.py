@@ -15,6 +15,11 @@ from seqserve.characters import CharVocabulary
 from seqserve.generation import generate_tunes, reads_clock, state_shape
 from seqserve.manifest import Manifest
 from training.music import data
+
+# Headline metrics a quantized variant must hold (training.quantize): change allowed vs fp32.
+# share_valid is a share of 200 sampled tunes (a variant samples other tunes): ±3 points is
+# about one standard error of the difference at 92%.
+QUALITY = {"test_loss_nats_per_char": ("lower", 0.01), "share_valid": ("higher", 0.03)}
 def prompt_loss(prompt_session: ort.InferenceSession, text: str, vocabulary, streams: int = 8,
                     window: int = 500) -> float:
     """Cross-entropy in nats per character of the prompt graph over a cleaned text, state
@@ -40,13 +45,14 @@ def prompt_loss(prompt_session: ort.InferenceSession, text: str, vocabulary, str
     return float(total / count)
 
 
-def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit: int = 0) -> dict[str, Any]:
+def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit: int = 0,
+             precision: str = "fp32") -> dict[str, Any]:
     """Test cross-entropy with the ONNX prompt graph; then `samples` tunes from fresh seeds at
     temperature 1.0: share valid (the strict check), share with all headers, mean length, and
     the share of generated 16-character spans found verbatim in the training text."""
     manifest = Manifest.load(model_dir)
-    sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
-                for kind, g in manifest.graphs.items()}
+    sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
+                for kind, file in manifest.graph_files(precision).items()}
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     splits = data.load_splits()
     test = splits["test"][:limit] if limit else splits["test"]
@@ -68,6 +74,6 @@ def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit:
         "share_with_all_headers": round(sum(not c.missing_headers for c in checks) / samples, 4),
         "mean_length_chars": round(sum(len(t) for t in tunes) / samples, 1),
         "share_of_16_char_spans_copied_from_training": round(sum(s in seen for s in spans) / max(len(spans), 1), 4),
-        "evaluated_with": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
+        "evaluated_with": f"onnxruntime {ort.__version__} (CPUExecutionProvider, {precision})",
     }
     return metrics

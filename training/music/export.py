@@ -16,7 +16,7 @@ from seqserve.characters import CharVocabulary
 from seqserve.manifest import DataSource, Manifest
 from training.checkpoints import load_best
 from training.music import data
-from training.music.evaluate import evaluate
+from training.music.evaluate import QUALITY, evaluate
 from training.music.model import CharLSTM, CharLSTMStep
 from training.music.train import VOCABULARY_FILE
 from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, graph_specs, manifest,
@@ -150,4 +150,4 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) ->
             training=training_summary,
             metrics={"parity": parity},
         )
-        return publish(written, staging, model_dir, evaluate, force)
+        return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)

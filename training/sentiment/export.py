@@ -19,7 +19,7 @@ from training.checkpoints import load_best
 from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, cpu_session, export_graph, manifest,
                                   signature, staged_from_run)
 from training.sentiment import data
-from training.sentiment.evaluate import evaluate
+from training.sentiment.evaluate import QUALITY, evaluate
 from training.sentiment.model import SentimentEnsemble, SentimentLSTM
 from training.versions import publish
 
@@ -115,7 +115,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
                                             for s in summaries), 1)}),
             metrics={"parity_max_abs_diff": worst},
         )
-        return publish(written, staging, model_dir, evaluate, force)
+        return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
 
 
 def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from seqserve.manifest import Manifest
 from seqserve.translation import SubwordCodec, beam_search, describe, prepare_source
 from training.translate import data
 
+# Headline metrics a quantized variant must hold (training.quantize): change allowed vs fp32.
+QUALITY = {"beam4.bleu_first_reference": ("higher", 0.5), "greedy.bleu_first_reference": ("higher", 0.5)}
+
 
 def translate_texts(sessions: dict[str, ort.InferenceSession], codec, texts: list[str], beam_size: int,
                     max_length: int = 100, batch_size: int = 64) -> list[str]:
@@ -30,12 +33,14 @@ def translate_texts(sessions: dict[str, ort.InferenceSession], codec, texts: lis
     return outputs
 
 
-def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 4)) -> dict[str, Any]:
+def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 4),
+             precision: str = "fp32") -> dict[str, Any]:
     """sacreBLEU on the test split with the first reference (the headline, as published
-    Tatoeba scores use) and with every reference, and chrF, for greedy and beam 4."""
+    Tatoeba scores use) and with every reference, and chrF, for greedy and beam 4, with the
+    graphs of `precision`."""
     manifest = Manifest.load(model_dir)
-    sessions = {kind: ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
-                for kind, g in manifest.graphs.items()}
+    sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
+                for kind, file in manifest.graph_files(precision).items()}
     codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
                                    manifest.preprocessing.max_source_tokens)
     test = data.load_splits()["test"]
@@ -55,5 +60,5 @@ def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 
             "bleu_first_reference": round(bleu.corpus_score(hypotheses, first).score, 2),
         }
     metrics["signatures"] = {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
-    metrics["evaluated_with"] = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    metrics["evaluated_with"] = f"onnxruntime {ort.__version__} (CPUExecutionProvider, {precision})"
     return metrics

@@ -18,7 +18,7 @@ from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, graph_specs,
                                   relabel_output_axes, staged_from_run)
 from training.onnx_export import export_graph as dynamo_export
 from training.translate import data
-from training.translate.evaluate import evaluate
+from training.translate.evaluate import QUALITY, evaluate
 from training.translate.model import Translator, TranslatorEncoder, TranslatorStep, greedy_translate, source_mask
 from training.versions import publish
 
@@ -154,4 +154,4 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) ->
             training=json.loads((run_dir / "training.json").read_text()),
             metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
         )
-        return publish(written, staging, model_dir, evaluate, force)
+        return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
