@@ -15,18 +15,23 @@ from seqserve.manifest import Manifest, newest_version_dir
 PROVIDERS = ["CPUExecutionProvider"]  # set to CUDA first by `python -m benchmarks --device cuda`
 
 
-def _sessions(models_dir: Path, task: str) -> tuple[Path, Manifest, dict[str, ort.InferenceSession]]:
+def _sessions(models_dir: Path, task: str, precision: str = "fp32",
+              threads: int = 0) -> tuple[Path, Manifest, dict[str, ort.InferenceSession]]:
     model_dir = newest_version_dir(models_dir / task)
     manifest = Manifest.load(model_dir)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sessions = {name: ort.InferenceSession(str(model_dir / g.file), sess_options=options,
-                                           providers=PROVIDERS) for name, g in manifest.graphs.items()}
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the service runs them
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = {name: ort.InferenceSession(str(model_dir / file), sess_options=options, providers=PROVIDERS)
+                for name, file in manifest.graph_files(precision).items()}
     return model_dir, manifest, sessions
 
 
 def _rate(run, items_per_run: int, min_seconds: float = 3.0) -> float:
-    run()
+    for _ in range(3):  # each shape's first run is slower
+        run()
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < min_seconds:
         run()
@@ -34,20 +39,67 @@ def _rate(run, items_per_run: int, min_seconds: float = 3.0) -> float:
     return runs * items_per_run / (time.perf_counter() - started)
 
 
-def sentiment_rate(models_dir: Path, texts: list[str], batch: int) -> float:
-    """Reviews per second: tokenize + classifier graph + softmax, `batch` reviews per run."""
+SENTIMENT_ORDERS = ("arrival", "grouped", "sorted")
+
+
+def sentiment_batches(texts: list[str], encoder, batch: int, order: str) -> list[list[list[int]]]:
+    """Token-id batches of `batch` reviews, each a list of runs: `arrival` pads each batch as
+    it comes; `grouped` cuts each batch into runs of similar length (what the service does);
+    `sorted` sorts the whole set by length first (the best any batcher could do)."""
+    from service.tasks.sentiment import length_groups
+
+    sequences = encoder.token_ids(texts)
+    if order == "sorted":
+        sequences = sorted(sequences, key=len)
+    batches = [sequences[i : i + batch] for i in range(0, len(sequences) - batch + 1, batch)]
+    if order == "grouped":
+        return [[[b[i] for i in group] for group in length_groups([len(s) for s in b])] for b in batches]
+    return [[b] for b in batches]
+
+
+def sentiment_rate(models_dir: Path, texts: list[str], batch: int, order: str = "arrival",
+                   precision: str = "fp32", threads: int = 0, min_seconds: float = 3.0) -> float:
+    """Reviews per second: tokenize + classifier graph + softmax, `batch` reviews per batch,
+    formed in `order` (tokenisation is timed too: every run re-tokenizes its texts)."""
     from seqserve.sentiment import decode, load_encoder
 
-    model_dir, manifest, sessions = _sessions(models_dir, "sentiment")
+    model_dir, manifest, sessions = _sessions(models_dir, "sentiment", precision, threads)
     encoder = load_encoder(model_dir, manifest)
-    batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
+    by_ids = {tuple(ids): text for ids, text in zip(encoder.token_ids(texts), texts)}
+    batches = [[[by_ids[tuple(ids)] for ids in run] for run in runs]
+               for runs in sentiment_batches(texts, encoder, batch, order)]
     cursor = iter(range(10**9))
 
     def run():
-        ids, lengths = encoder.encode(batches[next(cursor) % len(batches)])
-        decode(sessions["classifier"].run(["logits"], {"input_ids": ids, "lengths": lengths})[0])
+        for run_texts in batches[next(cursor) % len(batches)]:
+            ids, lengths = encoder.pad(encoder.token_ids(run_texts))
+            decode(sessions["classifier"].run(["logits"], {"input_ids": ids, "lengths": lengths})[0])
 
-    return _rate(run, batch)
+    return _rate(run, batch, min_seconds)
+
+
+def _sentiment_worker(args, out) -> None:
+    out.put(sentiment_rate(*args))
+
+
+def sentiment_rate_processes(models_dir: Path, texts: list[str], batch: int, order: str, precision: str,
+                             processes: int = 2) -> float:
+    """Reviews per second of `processes` processes side by side, each one single-thread
+    session on its own share of the texts: every core busy, nothing shared."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    share = len(texts) // processes
+    workers = [context.Process(target=_sentiment_worker,
+                               args=((models_dir, texts[i * share:(i + 1) * share], batch, order, precision, 1, 5.0), out))
+               for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    rates = [out.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(rates)
 
 
 def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: int) -> float:

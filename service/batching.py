@@ -4,7 +4,8 @@ Items wait in a fair queue (one FIFO per client, taken round-robin: see service.
 worker takes the first item, then gathers more until the batch is full or the first item has
 waited `max_wait_s` (no wait at all while requests arrive further apart than that: company is
 then unlikely and waiting is pure latency), and runs the whole batch in a thread so the event
-loop stays free. Each item carries a future that gets its own result, or the batch's
+loop stays free. With several lanes (one `process` each, e.g. one single-thread session each),
+as many batches run at once: while one lane runs a batch, the next gathers for another lane. Each item carries a future that gets its own result, or the batch's
 exception: a failing batch fails only the requests in it. Admission refuses at once what the
 queue cannot take, what one client may not add, and what could not finish before the request
 deadline, instead of letting latency grow without bound.
@@ -51,26 +52,34 @@ class _Pending(Generic[In]):
 
 
 class MicroBatcher(Generic[In, Out]):
-    def __init__(self, name: str, process: Callable[[list[In]], Sequence[Out]], metrics: ModelMetrics,
-                 max_batch_size: int, max_wait_s: float, max_queue_size: int,
+    def __init__(self, name: str, process: Callable[[list[In]], Sequence[Out]] | Sequence[Callable[[list[In]], Sequence[Out]]],
+                 metrics: ModelMetrics, max_batch_size: int, max_wait_s: float, max_queue_size: int,
                  client_max_queue_size: int | None = None, deadline_s: float = 0.0):
         self.name = name
-        self.process = process
+        self.lanes = list(process) if isinstance(process, (list, tuple)) else [process]
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.admission = Admission(name, metrics, max_queue_size, client_max_queue_size or max_queue_size, deadline_s)
         self._waiting: FairQueue[_Pending[In]] = FairQueue()
         self._arrived = asyncio.Event()
-        self._running: list[_Pending[In]] = []  # the batch in the thread now
-        self.batch_times = StepTimes()  # seconds per batch run, by batch size
-        # One thread per model: ONNX Runtime parallelises inside a run already.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._gathering: list[_Pending[In]] = []  # the batch being gathered
+        self._in_lanes: dict[int, list[_Pending[In]]] = {}  # lane -> the batch it runs
+        self.batch_times = StepTimes()  # seconds per batch run (in one lane), by batch size
+        # One thread per lane: ONNX Runtime parallelises inside a run already.
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}-{lane}")
+                           for lane in range(len(self.lanes))]
         self._worker: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()
         # Mean time between arrivals (exponentially weighted): when requests come further
         # apart than max_wait_s, waiting for company only adds latency, so a batch goes at once.
         self._mean_gap_s = max_wait_s
         self._last_arrival = time.perf_counter()
+
+    @property
+    def _running(self) -> list[_Pending[In]]:
+        """Items taken from the queue: gathering into a batch or running in a lane."""
+        return self._gathering + [entry for batch in self._in_lanes.values() for entry in batch]
 
     def start(self) -> None:
         if self._worker is None:
@@ -79,10 +88,13 @@ class MicroBatcher(Generic[In, Out]):
     async def stop(self) -> None:
         await cancel_worker(self._worker)
         self._worker = None
+        if self._batches:  # batches in lanes finish (a thread cannot be stopped midway)
+            await asyncio.gather(*self._batches, return_exceptions=True)
         for pending in self._waiting.clear():
             if not pending.future.done():
                 pending.future.set_exception(QueueFull(f"{self.name} is shutting down"))
-        self._executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     def _in_flight(self, client: str | None = None) -> int:
         running = sum(1 for p in self._running if client is None or p.client == client)
@@ -98,7 +110,8 @@ class MicroBatcher(Generic[In, Out]):
         clients = len(set(self._waiting.clients()) | {p.client for p in self._running} | {client})
         batches = min(math.ceil((self._in_flight(client) + items) / fair_share(self.max_batch_size, clients)),
                       math.ceil((self._in_flight() + items) / self.max_batch_size))
-        return alone, (batches + (1 if self._running else 0)) * per_batch
+        # Lanes run batches side by side: the work ahead drains `lanes` batches at a time.
+        return alone, math.ceil((batches + len(self._in_lanes)) / len(self.lanes)) * per_batch
 
     async def submit_many(self, items: Sequence[In], client: str = ANONYMOUS) -> list[Out]:
         """Queue all items or none (a request is never half admitted), then await each result."""
@@ -143,7 +156,7 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _next_batch(self) -> list[_Pending[In]]:
         first = await self._next(None)
-        batch = self._running = [first]  # counted as in flight while the batch gathers
+        batch = self._gathering = [first]  # counted as in flight while the batch gathers
         waits = self._mean_gap_s < self.max_wait_s  # company is likely within max_wait_s
         deadline = first.enqueued + (self.max_wait_s if waits else 0.0)
         while len(batch) < self.max_batch_size:
@@ -154,33 +167,50 @@ class MicroBatcher(Generic[In, Out]):
         return [entry for entry in batch if not entry.future.done()]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        free: asyncio.Queue[int] = asyncio.Queue()
+        for lane in range(len(self.lanes)):
+            free.put_nowait(lane)
         while True:
-            batch = await self._next_batch()
+            lane = await free.get()  # gather only for a lane that can run the batch at once
+            try:
+                batch = await self._next_batch()
+            except asyncio.CancelledError:  # stopping: what was taken from the queue is answered
+                for entry in self._gathering:
+                    if not entry.future.done():
+                        entry.future.set_exception(QueueFull(f"{self.name} is shutting down"))
+                raise
+            self._gathering = []
             self.metrics.waiting(len(self._waiting))
             if not batch:
-                self._running = []
+                free.put_nowait(lane)
                 continue
-            started = time.perf_counter()
+            self._in_lanes[lane] = batch
+            task = asyncio.get_running_loop().create_task(self._run_batch(lane, batch, free))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, lane: int, batch: list[_Pending[In]], free: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for entry in batch:
+            self.metrics.waited(started - entry.enqueued)
+            entry.batch_size = len(batch)
+        try:
+            results: Any = await loop.run_in_executor(self._executors[lane], self.lanes[lane], [e.item for e in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
+        except Exception as error:  # the batch fails, the worker lives on
+            self.metrics.failed()
             for entry in batch:
-                self.metrics.waited(started - entry.enqueued)
-                entry.batch_size = len(batch)
-            self._running = batch
-            try:
-                results: Any = await loop.run_in_executor(self._executor, self.process, [e.item for e in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
-            except Exception as error:  # the batch fails, the worker lives on
-                self.metrics.failed()
-                for entry in batch:
-                    if not entry.future.done():
-                        entry.future.set_exception(error)
-            else:
-                for entry, result in zip(batch, results):
-                    if not entry.future.done():
-                        entry.future.set_result(result)
-            finally:
-                self._running = []
-                elapsed = time.perf_counter() - started
-                self.batch_times.observe(len(batch), elapsed)
-                self.metrics.run(len(batch), elapsed)
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+        else:
+            for entry, result in zip(batch, results):
+                if not entry.future.done():
+                    entry.future.set_result(result)
+        finally:
+            del self._in_lanes[lane]
+            free.put_nowait(lane)
+            elapsed = time.perf_counter() - started
+            self.batch_times.observe(len(batch), elapsed)
+            self.metrics.run(len(batch), elapsed)

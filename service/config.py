@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # Batching, per task (defaults chosen with `python -m benchmarks.tuning` on a 2-core CPU).
     # Sentiment is micro-batched: a batch runs when it is full or its first item has waited.
     sentiment_max_batch_size: int = Field(32, ge=1, le=1024, description="texts per classifier run")
+    sentiment_lanes: int = Field(
+        0, ge=0, le=16, description="classifier batches run at once, each on its own session with its share of the "
+                                    "cores; 0: auto (one per core up to 2 on the CPU, 1 on CUDA)")
     sentiment_max_wait_ms: float = Field(5.0, ge=0, description="how long a batch's first text waits for company")
     # Generation and translation are batched continuously: requests join a running batch
     # between hops of a few steps and leave when done.

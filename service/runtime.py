@@ -78,15 +78,16 @@ ORT_SEVERITY = {"debug": 1}
 ERRORS_ONLY, FATAL_ONLY = 3, 4
 
 
-def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+def create_session(path: Path, settings: Settings, threads: int = 0) -> ort.InferenceSession:
+    """A session for `path`; `threads` (if set) overrides INTRA_OP_THREADS."""
     debug = settings.log_level.lower() == "debug"
     ort.set_default_logger_severity(ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY))
     if settings.device != "cpu":
         preload_cuda_libraries()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if settings.intra_op_threads:
-        options.intra_op_num_threads = settings.intra_op_threads
+    if threads or settings.intra_op_threads:
+        options.intra_op_num_threads = threads or settings.intra_op_threads
     # Spinning threads wait for the next run at full speed: a win when the cores are ONNX
     # Runtime's alone, a loss here, where the event loop and tokenisation need them too.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")

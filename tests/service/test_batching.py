@@ -150,3 +150,28 @@ def test_a_lone_request_does_not_wait_for_company_when_requests_are_sparse():
         return elapsed
 
     assert run(scenario()) < 0.1
+
+
+def test_lanes_run_batches_side_by_side_each_on_its_own_process():
+    """Two lanes: while one runs a batch, the next batch gathers and runs in the other."""
+    both_running = threading.Barrier(2, timeout=5)
+    seen: dict[str, list] = {"a": [], "b": []}
+
+    def lane(name):
+        def process(items):
+            both_running.wait()  # only passes when the other lane runs a batch at the same time
+            seen[name].append(list(items))
+            return [item + 1 for item in items]
+        return process
+
+    async def scenario():
+        batcher = make([lane("a"), lane("b")], max_batch_size=4, max_wait_s=0.001)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit_many([i]) for i in range(8)))
+        finally:
+            await batcher.stop()
+
+    results = run(scenario())
+    assert [r[0] for r in results] == list(range(1, 9))
+    assert seen["a"] and seen["b"], "both lanes ran"

@@ -168,15 +168,17 @@ def test_a_failing_inference_fails_its_batch_with_json_and_the_server_keeps_serv
 
     client = lenient
     model = client.app.state.registry.get("sentiment")
-    real_run = model.session.run
     failures = iter([True])
 
-    def run_once_broken(*args, **kwargs):
-        if next(failures, False):
-            raise ort.capi.onnxruntime_pybind11_state.Fail("injected: ONNX Runtime failed on this batch")
-        return real_run(*args, **kwargs)
+    def broken_once(real_run):
+        def run(*args, **kwargs):
+            if next(failures, False):
+                raise ort.capi.onnxruntime_pybind11_state.Fail("injected: ONNX Runtime failed on this batch")
+            return real_run(*args, **kwargs)
+        return run
 
-    monkeypatch.setattr(model.session, "run", run_once_broken, raising=False)
+    for session in model.lane_sessions:  # whichever lane takes the batch
+        monkeypatch.setattr(session, "run", broken_once(session.run), raising=False)
     broken = client.post("/sentiment", json={"text": "fine"})
     assert broken.status_code == 500 and broken.json()["error"] == "inference_failed"
     assert client.post("/sentiment", json={"text": "fine"}).status_code == 200
