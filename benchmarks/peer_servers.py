@@ -10,9 +10,10 @@ the way its framework does:
 
 - fastapi: plain FastAPI + uvicorn, one text per graph run (the run in a thread, as a
   blocking call in an async app must be);
-- litserve: LitServe's own batching (max_batch_size 32, batch_timeout 5 ms), one worker.
+- litserve: LitServe's own batching (max_batch_size 32, batch_timeout 5 ms), one worker;
+- bentoml: BentoML's adaptive batching (benchmarks/peer_bentoml.py, served by `bentoml serve`).
 
-LitServe runs in its own virtual environment (benchmarks.peers makes it); the others here.
+LitServe and BentoML run in their own virtual environment (benchmarks.peers makes it).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """`python -m benchmarks --peers`: the sentiment graph behind plain FastAPI and LitServe, driven
 by the same client as seqserve, in the same run, one server at a time on an idle machine.
 
-LitServe pins its own dependencies, so it runs in `.peers-venv/` (made on first use: a venv
-that sees this project's packages through a .pth file and adds LitServe's pinned version).
-BentoML 1.4 and Ray Serve were not installed: each brings well over a hundred packages (its
-own OpenTelemetry, grpc and pydantic pins) into an environment this benchmark would have to
-keep apart from the service's; their figures from issue 18 are quoted in docs/benchmarks.md.
+LitServe and BentoML run in `.peers-venv/` (made on first use: a venv that sees this project's
+packages through a .pth file and adds theirs, pinned), so their dependencies never reach the
+service's environment. Ray Serve is not measured (its wheel alone is several hundred MB); its
+figure from issue 18 is quoted in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from benchmarks.server import REPO_ROOT, free_port
 
 
 PEERS_VENV = REPO_ROOT / ".peers-venv"
-LITSERVE = "litserve==0.2.19"
+PEER_PACKAGES = ["litserve==0.2.19", "bentoml==1.4.40"]
 CONCURRENCY = 64
 
 
@@ -37,23 +36,34 @@ def peers_python() -> Path:
         peers_site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
                                     check=True, capture_output=True, text=True).stdout.strip()
         Path(peers_site, "seqserve-venv.pth").write_text(f"{site.getsitepackages()[0]}\n{REPO_ROOT}\n")
-        subprocess.run([str(python), "-m", "pip", "install", "-q", LITSERVE], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
     return python
 
 
+def body(server: str, text: str) -> dict:
+    """BentoML's batchable API takes a list per request; the others one text."""
+    return {"texts": [text]} if server == "bentoml" else {"text": text}
+
+
 def start(server: str, port: int, models_dir: Path, precision: str) -> subprocess.Popen:
-    python = peers_python() if server == "litserve" else Path(sys.executable)
-    process = subprocess.Popen([str(python), "-m", "benchmarks.peer_servers", server, "--port", str(port),
-                                "--models-dir", str(models_dir), "--precision", precision],
-                               cwd=REPO_ROOT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # LitServe's workers are its children: stopped as a group
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if server == "bentoml":
+        command = [str(peers_python()), "-m", "bentoml", "serve", "benchmarks.peer_bentoml:Sentiment",
+                   "--host", "127.0.0.1", "--port", str(port)]
+        env |= {"PEER_MODELS_DIR": str(models_dir), "PEER_PRECISION": precision, "BENTOML_DO_NOT_TRACK": "true",
+                "BENTOML_CONFIG_OPTIONS": "api_server.logging.access.enabled=false"}
+    else:
+        python = peers_python() if server == "litserve" else Path(sys.executable)
+        command = [str(python), "-m", "benchmarks.peer_servers", server, "--port", str(port),
+                   "--models-dir", str(models_dir), "--precision", precision]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # their workers are their children: stopped as a group
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{server} exited with {process.returncode}")
         try:
-            if httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "fine"}, timeout=2).status_code == 200:
+            if httpx.post(f"http://127.0.0.1:{port}/predict", json=body(server, "fine"), timeout=2).status_code == 200:
                 return process
         except httpx.HTTPError:
             pass
@@ -82,9 +92,9 @@ def stop(process: subprocess.Popen) -> None:
 def compare(models_dir: Path, texts: list[str], duration: float, precision: str, served: list[dict] | None) -> dict:
     """Requests/s and latency of each peer at concurrency 64, and seqserve's ratio to each."""
     out = {}
-    bodies = [{"text": t} for t in texts]
     ours = next((row for row in served or [] if row["concurrency"] == CONCURRENCY), None)
-    for server in ("fastapi", "litserve"):
+    for server in ("fastapi", "litserve", "bentoml"):
+        bodies = [body(server, t) for t in texts]
         port = free_port()
         try:
             process = start(server, port, models_dir, precision)

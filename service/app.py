@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.drain.draining = True
         await registry.close()
+        gc.unfreeze()  # an app made again in this process (tests) must not leave this one frozen
 
     app = FastAPI(
         title="seqserve",
