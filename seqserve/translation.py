@@ -9,6 +9,8 @@ for their length alone. With beam_size 1 this is greedy decoding.
 
 from __future__ import annotations
 
+import unicodedata
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,10 +356,35 @@ def _unknown_names(codec: SubwordCodec, source: Source) -> list[tuple[int, int, 
     return names
 
 
+def spelled_back(run: list[str], word: str) -> bool:
+    """Whether target pieces `run`, which attended to the source name `word`, are the model
+    writing a name piece by piece (and likely garbling it: "Kowal" for "Kowalczyk") rather
+    than translating: a word of the run made of several pieces, starting with a capital (or
+    with a bare word-start piece), and not the name itself up to accents ("Berlín" for "Berlin" stays). A run of whole vocabulary
+    words ("lunes" for "Mondays") or in lower case ("septiembre", "italia": Spanish writes
+    days, months, languages and nationalities in lower case) is the model's own translation
+    and is never overwritten."""
+    words: list[list[str]] = []
+    for piece in run:
+        if piece.startswith("▁") or not words:
+            words.append([])
+        words[-1].append(piece)
+    spelled = [parts for parts in words if len(parts) > 1]
+    if any(_folded("".join(parts).lstrip("▁")) == _folded(word) for parts in spelled):
+        return False
+    # A capital, or a word begun with a bare "▁" piece ("▁ io b ono" for Siobhan): a name spelled out.
+    return any("".join(parts).lstrip("▁")[:1].isupper() or parts[0] == "▁" for parts in spelled)
+
+
+def _folded(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch))
+
+
 def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) -> list[str]:
     """The target pieces with numbers and unknown names copied from the source (the model
     spells those piece by piece and often garbles them): a target run that attended to one is
-    replaced by the source's own text. Then the set-aside characters go back in, after the
+    replaced by the source's own text (a name only where the run spelled it back, see
+    `spelled_back`). Then the set-aside characters go back in, after the
     piece that attended most to where they were."""
     pieces = codec.tokens(hypothesis.ids)
     if not pieces:
@@ -397,6 +424,8 @@ def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) 
             high += 1
         if any(out[i] is None for i in range(low, high + 1)):
             continue
+        if not spelled_back(pieces[low : high + 1], word):
+            continue  # the model translated it ("Mondays" -> "lunes"): its word stays
         out[low] = ("▁" if pieces[low].startswith("▁") else "") + word
         out[low + 1 : high + 1] = [None] * (high - low)
 

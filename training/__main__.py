@@ -23,7 +23,7 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from seqserve.manifest import PRECISIONS, newest_version_dir
+from seqserve.manifest import PRECISIONS, Manifest, newest_version_dir
 from training.config import load_config, models_dir, runs_dir
 from training.quantize import add_int8
 from training.versions import VersionExists, check_target, newest_model_dir, next_version
@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--precision", default="fp32", choices=PRECISIONS,
                           help="the version's graphs in this precision (default fp32)")
+    evaluate.add_argument("--record", action="store_true",
+                          help="fp32 only: write the metrics into the version's manifest (after a change to the shared "
+                               "decoding code; then run `quantize` to judge the int8 graphs against them again)")
 
     quantize = add("quantize", "write the INT8 graphs beside a version's fp32 ones, evaluate them on the test split "
                                "and record in the manifest whether they are close enough to serve (export does this)")
@@ -120,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                           "reason": variant.reason}, indent=2))
     elif args.step == "evaluate":
         model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
+        if args.record and (args.limit or args.precision != "fp32"):
+            raise SystemExit("--record writes the fp32 figures of the whole test split: no --limit, no --precision")
         metrics = step.evaluate(model_dir, limit=args.limit, precision=args.precision)
+        if args.record:
+            manifest = Manifest.load(model_dir)
+            manifest.metrics |= metrics
+            manifest.save(model_dir)
         if args.json:
             print(json.dumps(metrics, indent=2))
         else:

@@ -31,11 +31,11 @@ def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
         # A request in flight when SIGTERM arrives is finished before the process exits.
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(httpx.post, f"http://127.0.0.1:{port}/generate-music",
-                                    json={"max_length": 1500, "seed": 3}, timeout=60)
+                                    json={"max_length": 5000, "seed": 3}, timeout=60)
             time.sleep(0.3)
             process.send_signal(signal.SIGTERM)
             finished = in_flight.result()
-        assert finished.status_code == 200 and len(finished.json()["abc"]) == len("X:1\n") + 1500
+        assert finished.status_code == 200 and len(finished.json()["abc"]) == len("X:1\n") + 5000
         assert process.wait(timeout=30) == 0
         # The log is one JSON object per line, with an access line per request.
         records = [json.loads(line) for line in process.stdout.read().decode().splitlines() if line.strip()]
@@ -43,7 +43,7 @@ def test_serves_on_host_and_port_then_stops_cleanly_on_sigterm():
         assert {(r["route"], r["status"]) for r in access} >= {("/sentiment", 200), ("/generate-music", 200)}
         assert len({r["request_id"] for r in access}) == len(access), "one id per request"
         music = next(r for r in access if r["route"] == "/generate-music")
-        assert music["latency_ms"] > 300, "the access line times the whole request (1,500 characters of music)"
+        assert music["latency_ms"] > 300, "the access line times the whole request (5,000 characters of music)"
     finally:
         service.stop()
 
@@ -56,7 +56,7 @@ def test_missing_models_dir_stops_startup_with_a_clear_message(tmp_path):
 
 
 def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and_the_process_exits():
-    service = RunningService({"SEQSERVE_GRACEFUL_SHUTDOWN_S": "4", "SEQSERVE_REQUEST_TIMEOUT_S": "300",
+    service = RunningService({"SEQSERVE_GRACEFUL_SHUTDOWN_S": "2", "SEQSERVE_REQUEST_TIMEOUT_S": "300",
                               "SEQSERVE_EXPECTED_MODELS": "music"})
     process, url = service.process, service.url
 
@@ -67,9 +67,9 @@ def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and
 
     try:
         service.wait_ready()
-        # Slow the streams down so that they cannot finish in the grace period: many at once.
-        with ThreadPoolExecutor(8) as pool:
-            streams = [pool.submit(stream, seed) for seed in range(8)]
+        # More work than the grace period allows: 24 streams of 5,000 characters (~5 s on 2 cores in int8).
+        with ThreadPoolExecutor(24) as pool:
+            streams = [pool.submit(stream, seed) for seed in range(24)]
             time.sleep(1.0)
             process.send_signal(signal.SIGTERM)
             stopped_at = time.monotonic()
@@ -79,7 +79,7 @@ def test_streams_still_running_when_the_grace_period_ends_get_an_error_event_and
         cut = [b for b in bodies if '"error": "shutting_down"' in b.strip().splitlines()[-1]]
         finished = [b for b in bodies if b.strip().splitlines()[-2] == "event: result"]
         assert cut and len(cut) + len(finished) == len(bodies), bodies[0][-300:]
-        assert exited_after < 4 + 2, f"exited {exited_after:.1f} s after SIGTERM (grace 4 s)"
+        assert exited_after < 2 + 2, f"exited {exited_after:.1f} s after SIGTERM (grace 2 s)"
         records = [json.loads(line) for line in process.stdout.read().decode().splitlines() if line.strip()]
         access = [r for r in records if r["logger"] == "seqserve.access" and r["route"] == "/generate-music"]
         assert sum(r.get("stream_end") == "shutting_down" for r in access) == len(cut)

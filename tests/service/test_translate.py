@@ -117,6 +117,31 @@ def test_unknown_names_and_numbers_are_copied_not_garbled(client, text, kept):
         assert word in translation, translation
 
 
+@pytest.mark.parametrize("text, translated, not_copied", [
+    # days and months the model translates: the English names must not replace them (issue 19)
+    ("The museum is closed on Mondays, so we will go on Tuesday instead.", ["lunes", "martes"], ["Mondays", "Tuesday"]),
+    ("My birthday is in January.", ["enero"], ["January"]),
+    ("The shop opens on Saturdays.", ["sábados"], ["Saturdays"]),
+    # languages and nationalities: Spanish writes them in lower case, as the model does
+    ("We speak French and Spanish at home.", ["francés", "español"], ["French", "Spanish"]),
+    ("She is German.", ["alemán"], ["German"]),
+    # names the vocabulary knows stay the model's, with its accent
+    ("Tom and Mary went to Berlin.", ["Tom", "Mary", "Berlín"], ["Berlin"]),
+])
+def test_a_word_the_model_translated_is_never_overwritten_by_a_copy(client, text, translated, not_copied):
+    translation = translate(client, text=text, beam_size=4)["translation"]
+    for word in translated:
+        assert word in translation, translation
+    for word in not_copied:
+        assert word not in translation.split(), translation
+
+
+def test_a_name_the_model_spells_back_in_pieces_is_copied(client):
+    """The model writes "Kowal" for Kowalczyk and "Saskon" for Saskatoon: copied from the source."""
+    translation = translate(client, text="I met Kowalczyk in Saskatoon last Friday.", beam_size=4)["translation"]
+    assert "Kowalczyk" in translation and "Saskatoon" in translation and "viernes" in translation, translation
+
+
 def test_characters_never_seen_are_set_aside_and_put_back(client):
     body = translate(client, text="I love you 😀", beam_size=4)
     assert body["translation"].endswith("😀") and body["translation"].startswith("Te ")
