@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import resource
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
@@ -44,7 +45,7 @@ log = logging.getLogger("seqserve.http")
 RESERVED_FDS = 64  # kept for the server's own files: models, logs, worker pipes, the listening socket
 LINGER_S = 2.0
 FULL_WARNING_EVERY_S = 10.0
-# Requests begun per turn of the event loop: each costs the loop ~0.3 ms up to its first wait
+# Requests begun per turn of the event loop: each costs the loop ~0.4 ms up to its first wait
 # (parsing, validation, admission), so a burst of 300 arriving together would otherwise hold
 # one turn for ~100 ms, and a health check arriving behind it would wait that long.
 STARTS_PER_TICK = 16
@@ -86,7 +87,7 @@ def protocol(settings: Settings) -> type[LimitedHttpToolsProtocol]:
     limits = Limits(max_connections=connection_cap(settings.max_connections),
                     header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                     max_header_bytes=settings.max_header_bytes)
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "pacers": {}})
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "pacers": weakref.WeakKeyDictionary()})
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -156,7 +157,7 @@ class StartPacer:
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]
-    pacers: ClassVar[dict[asyncio.AbstractEventLoop, StartPacer]]
+    pacers: ClassVar[weakref.WeakKeyDictionary]  # event loop -> its StartPacer
     _full_warned_at: ClassVar[float] = float("-inf")
 
     def __init__(self, *args, **kwargs):
