@@ -5,8 +5,9 @@ worker takes the first item, then gathers more until the batch is full or the fi
 waited `max_wait_s` (no wait at all while requests arrive further apart than that: company is
 then unlikely and waiting is pure latency), and runs the whole batch in a thread so the event
 loop stays free. With several lanes (one `process` each, e.g. one single-thread session each),
-as many batches run at once: while one lane runs a batch, the next gathers for another lane. Each item carries a future that gets its own result, or the batch's
-exception: a failing batch fails only the requests in it. Admission refuses at once what the
+as many batches run at once: while one lane runs a batch, the next gathers for another lane.
+Each item carries a future that gets its own result, or the batch's exception: a failing
+batch fails only the requests in it. Admission refuses at once what the
 queue cannot take, what one client may not add, and what could not finish before the request
 deadline, instead of letting latency grow without bound.
 """
