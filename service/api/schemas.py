@@ -92,7 +92,25 @@ ReviewText = trimmed_text(MAX_TEXT_CHARS)
 EXACTLY_ONE_TEXT_FIELD = [{"required": ["text"]}, {"required": ["texts"]}]
 
 
-class SentimentRequest(RequestBody):
+class OneOrManyTexts(RequestBody):
+    """A body with exactly one of `text` (one result) or `texts` (results in input order);
+    each subclass declares the two fields with its own limits."""
+
+    text: str | None
+    texts: list[str] | None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "OneOrManyTexts":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+    @property
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else self.texts
+
+
+class SentimentRequest(OneOrManyTexts):
     """Exactly one of `text` (one result) or `texts` (1 to 64, results in input order)."""
 
     model_config = ConfigDict(json_schema_extra={
@@ -104,12 +122,6 @@ class SentimentRequest(RequestBody):
     text: ReviewText = Field(None, description="1 to 20,000 characters after trimming white space")
     texts: Annotated[list[ReviewText], Field(min_length=1, max_length=MAX_SENTIMENT_TEXTS)] = Field(
         None, description="1 to 64 texts, each 1 to 20,000 characters after trimming")
-
-    @model_validator(mode="after")
-    def exactly_one(self) -> "SentimentRequest":
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("give exactly one of 'text' or 'texts'")
-        return self
 
 
 class SentimentProbabilities(BaseModel):
@@ -293,7 +305,7 @@ MAX_TRANSLATE_TEXTS = 32
 EnglishText = trimmed_text(MAX_TRANSLATE_CHARS)
 
 
-class TranslateRequest(RequestBody):
+class TranslateRequest(OneOrManyTexts):
     """Exactly one of `text` (one result) or `texts` (1 to 32, results in input order)."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": EXACTLY_ONE_TEXT_FIELD, "examples": [
@@ -306,12 +318,6 @@ class TranslateRequest(RequestBody):
     beam_size: int = Field(4, ge=1, le=8, description="1: greedy decoding; 2 to 8: beam search")
     max_length: int = Field(128, ge=1, le=256, description="at most this many output subword tokens")
     return_attention: bool = Field(False, description="include the attention matrix (target x source tokens)")
-
-    @model_validator(mode="after")
-    def exactly_one(self) -> "TranslateRequest":
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("give exactly one of 'text' or 'texts'")
-        return self
 
 
 class TranslationResult(BaseModel):

@@ -23,8 +23,7 @@ def _result(prediction) -> schemas.SentimentResult:
              response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
              summary="Positive or negative, for one review (`text`) or up to 64 (`texts`)")
 async def sentiment(request: Request, body: schemas.SentimentRequest, model: Sentiment, client: Client):
-    texts = [body.text] if body.text is not None else body.texts
-    predictions = await bounded(request, model.classify(texts, client), model.settings.request_timeout_s)
+    predictions = await bounded(request, model.classify(body.all_texts, client), model.settings.request_timeout_s)
     if body.text is not None:
         return schemas.SentimentResponse(**_result(predictions[0]).model_dump(), model=model.manifest.id)
     return schemas.SentimentBatchResponse(results=[_result(p) for p in predictions], model=model.manifest.id)

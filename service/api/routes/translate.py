@@ -25,8 +25,7 @@ def _translation(result, return_attention: bool) -> schemas.TranslationResult:
              response_model=schemas.TranslateResponse | schemas.TranslateBatchResponse,
              summary="English to Spanish, for one text (`text`) or up to 32 (`texts`), greedy or beam search")
 async def translate(request: Request, body: schemas.TranslateRequest, model: Translate, client: Client):
-    texts = [body.text] if body.text is not None else body.texts
-    results = await bounded(request, model.translate(texts, body.beam_size, body.max_length, client),
+    results = await bounded(request, model.translate(body.all_texts, body.beam_size, body.max_length, client),
                             model.settings.request_timeout_s)
     answers = [_translation(result, body.return_attention) for result in results]
     if body.text is not None:
