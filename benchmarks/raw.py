@@ -3,6 +3,7 @@ given batch size, with the same pre- and post-processing but no HTTP, queue or e
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import onnxruntime as ort
 
 from seqserve.manifest import Manifest, newest_version_dir
 
+
+# Tokenisation as the service runs it (service/__init__.py): in the calling thread.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROVIDERS = ["CPUExecutionProvider"]  # set to CUDA first by `python -m benchmarks --device cuda`
 
@@ -42,19 +46,17 @@ def _rate(run, items_per_run: int, min_seconds: float = 3.0) -> float:
 SENTIMENT_ORDERS = ("arrival", "grouped", "sorted")
 
 
-def sentiment_batches(texts: list[str], encoder, batch: int, order: str) -> list[list[list[int]]]:
-    """Token-id batches of `batch` reviews, each a list of runs: `arrival` pads each batch as
-    it comes; `grouped` cuts each batch into runs of similar length (what the service does);
-    `sorted` sorts the whole set by length first (the best any batcher could do)."""
+def sentiment_batches(texts: list[str], lengths: list[int], batch: int, order: str) -> list[list[list[str]]]:
+    """Batches of `batch` reviews, each a list of runs (texts run together): `arrival` pads each
+    batch as it comes; `grouped` cuts each batch into runs of similar length (what the service
+    does); `sorted` sorts the whole set by length first (the best any batcher could do)."""
     from service.tasks.sentiment import length_groups
 
-    sequences = encoder.token_ids(texts)
-    if order == "sorted":
-        sequences = sorted(sequences, key=len)
-    batches = [sequences[i : i + batch] for i in range(0, len(sequences) - batch + 1, batch)]
+    indices = sorted(range(len(texts)), key=lengths.__getitem__) if order == "sorted" else list(range(len(texts)))
+    batches = [indices[i : i + batch] for i in range(0, len(indices) - batch + 1, batch)]
     if order == "grouped":
-        return [[[b[i] for i in group] for group in length_groups([len(s) for s in b])] for b in batches]
-    return [[b] for b in batches]
+        return [[[texts[b[i]] for i in group] for group in length_groups([lengths[j] for j in b])] for b in batches]
+    return [[[texts[i] for i in b]] for b in batches]
 
 
 def sentiment_rate(models_dir: Path, texts: list[str], batch: int, order: str = "arrival",
@@ -65,9 +67,7 @@ def sentiment_rate(models_dir: Path, texts: list[str], batch: int, order: str = 
 
     model_dir, manifest, sessions = _sessions(models_dir, "sentiment", precision, threads)
     encoder = load_encoder(model_dir, manifest)
-    by_ids = {tuple(ids): text for ids, text in zip(encoder.token_ids(texts), texts)}
-    batches = [[[by_ids[tuple(ids)] for ids in run] for run in runs]
-               for runs in sentiment_batches(texts, encoder, batch, order)]
+    batches = sentiment_batches(texts, [len(ids) for ids in encoder.token_ids(texts)], batch, order)
     cursor = iter(range(10**9))
 
     def run():

@@ -173,7 +173,7 @@ def music21_reads(tune: str) -> None:
     check's 88 ms per tune, and over 827 generated tunes (48 requests of 5,000 characters) the
     check with this gave the same verdict as with `converter.parse` on every one (774 valid),
     in 3.5 ms a tune."""
-    from music21 import harmony, pitch
+    from music21 import common, harmony, pitch
     from music21.abcFormat import ABCChord, ABCHandler, ABCMetadata, ABCNote
 
     handler = ABCHandler()
@@ -187,18 +187,12 @@ def music21_reads(tune: str) -> None:
                 name = re.sub("[()]", "", token.chordSymbols[0].replace('"', "").strip())
                 if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">"):
                     try:
-                        harmony.ChordSymbol(common_flat(name))
+                        harmony.ChordSymbol(common.cleanedFlatNotation(name))
                     except ValueError:
                         pass
             for note in (token.subTokens if isinstance(token, ABCChord) else [token]):
                 if isinstance(note, ABCNote) and note.pitchName:
                     pitch.Pitch(note.pitchName)
-
-
-def common_flat(name: str) -> str:
-    from music21 import common
-
-    return common.cleanedFlatNotation(name)
 
 
 def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneCheck:

@@ -60,8 +60,13 @@ class ServedModel(ABC):
             raise ValueError("files do not match the manifest: " + "; ".join(problems))
         log.info("model %s: %s (%s)", self.manifest.id, self.precision, self.precision_reason)
         for graph_name, file in self.manifest.graph_files(self.precision).items():
-            self.sessions[graph_name] = runtime.create_session(self.model_dir / file, self.settings)
+            self.sessions[graph_name] = runtime.create_session(self.model_dir / file, self.settings,
+                                                               threads=self.session_threads(graph_name))
         self.prepare()
+
+    def session_threads(self, graph_name: str) -> int:
+        """Intra-op threads for this graph's session; 0: INTRA_OP_THREADS, else ONNX Runtime's default."""
+        return 0
 
     @property
     def provider(self) -> str | None:
