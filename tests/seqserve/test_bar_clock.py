@@ -62,3 +62,24 @@ def test_any_text_reads_without_error_into_valid_ids():
 
 def test_agrees_with_the_strict_check_on_a_real_tune():
     assert bar_lengths(TUNE) == [bar.length / 4 for bar in written_bars(TUNE)]
+
+
+def fraction_id(clock: BarClock) -> int:
+    """What `current()` computes in integers, the plain way: in Fractions."""
+    if not clock.in_body:
+        return OUTSIDE_BODY
+    if clock.metre is None or clock.unit is None:
+        return NO_METRE
+    return clock_id(clock.metre - clock.elapsed - clock._open_length(), clock.unit)
+
+
+def test_integer_clock_is_the_fraction_clock():
+    # Tuplets, broken rhythm, odd suffixes, other metres and units: every state a text reaches.
+    rng = np.random.default_rng(1)
+    alphabet = list("ABCabcz|:[]()<>/0123456789 \n") + ["(3", "(5:4:3", "A3/2", "a//", "B/3", ">>", "[M:7/8]", "[L:3/16]"]
+    texts = [TUNE] + [HEAD.replace("6/8", metre) + "".join(rng.choice(alphabet, 400))
+                      for metre in ("6/8", "C", "C|", "3/4", "9/8", "2/4", "7/8", "5/4")]
+    for text in texts:
+        clock = BarClock()
+        for character in text:
+            assert clock.read(character) == fraction_id(clock), (text, character)

@@ -38,6 +38,7 @@ class Train(Section):
     learning_rate: Rate
     lr_decay: Factor
     clip_grad_norm: Rate
+    ema_decay: Fraction
     max_epochs: Count
     patience: Count
     max_seconds: Seconds
