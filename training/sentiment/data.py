@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from training import splits as stored
-from training.config import cache_dir
+from training.config import cache_dir, load_config
 from training.fetch import download_artifact, pinned_member, read_member
 from training.sentiment.config import Config, Domain
 from training.splits import SPLITS
@@ -133,16 +133,18 @@ def prepare_domain(name: str, domain: Domain) -> dict[str, Any]:
             "rows": len(rows), "by_label": dict(sorted(Counter(row["label"] for row in rows).items()))}
 
 
+def domain_names() -> list[str]:
+    return list(load_config(TASK).domains)
+
+
 def load_domain(name: str) -> list[dict[str, Any]]:
     """Another domain's reviews ({"text", "label"}), prepared on first use if the data step
     ran before the domain was configured."""
     if not domain_path(name).is_file():
-        from training.config import load_config
-
-        config = load_config(TASK)
-        if name not in config.domains:
+        domains = load_config(TASK).domains
+        if name not in domains:
             raise SystemExit(f"no domain {name!r} in training/configs/sentiment.toml")
-        prepare_domain(name, config.domains[name])
+        prepare_domain(name, domains[name])
     return stored.read_split(domain_path(name))
 
 

@@ -19,9 +19,6 @@ from training.sentiment import data
 # text from neither training source, to check that the model holds up outside the corpus.
 OTHER_SOURCES_FILE = Path(__file__).parent / "other_sources.jsonl"
 
-# Reviews from other domains (training/configs/sentiment.toml [domains]), never trained on.
-DOMAINS = ("fine_foods",)
-
 # Headline metrics a quantized variant must hold (training.quantize): change allowed vs fp32.
 # About 12 of IMDB's 2,490 test reviews, 8 of Rotten Tomatoes' 852 snippets.
 QUALITY = {"test_imdb.accuracy": ("higher", 0.005), "test_rotten_tomatoes.accuracy": ("higher", 0.01)}
@@ -99,7 +96,7 @@ def evaluate(model_dir: Path, limit: int = 0, precision: str = "fp32") -> dict[s
         everything += list(zip(rows, predicted))
     metrics["test_all"] = accuracy([r for r, _ in everything], [p for _, p in everything])
     metrics["other_sources"] = accuracy(other, predict_labels(session, encoder, [r["text"] for r in other]))
-    for name in DOMAINS:
+    for name in data.domain_names():  # training/configs/sentiment.toml [domains], never trained on
         rows = data.load_domain(name)
         metrics[f"domain_{name}"] = domain_metrics(session, encoder, rows[:limit] if limit else rows)
     metrics["evaluated_with"] = f"onnxruntime {ort.__version__} ({session.get_providers()[0]}, {precision})"
