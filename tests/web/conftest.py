@@ -51,7 +51,10 @@ def chromium_path() -> Path:
     return _browser_or_skip()
 
 
-@pytest.fixture(scope="session")
+# The service and the browser live as long as this package's tests, not the session:
+# playwright's sync API keeps an event loop running on the main thread while its browser is
+# open (asyncio.run() then fails in any later test), and the service holds every model.
+@pytest.fixture(scope="package")
 def service(chromium_path, tmp_path_factory) -> Service:
     """The service with every model and no API keys, shared by the browser tests."""
     started = start_service(tmp_path_factory.mktemp("web") / "service.log")
@@ -59,7 +62,7 @@ def service(chromium_path, tmp_path_factory) -> Service:
     started.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path):
     from playwright.sync_api import sync_playwright
 
