@@ -30,16 +30,17 @@ def sample_ids(logits: np.ndarray, temperature: float | np.ndarray, top_k: int |
     mixes requests with different settings); each row's result depends on its own row only."""
     rows, vocab = logits.shape
     temperature = np.broadcast_to(np.asarray(temperature, dtype=np.float64), (rows,))
-    ks = top_k if isinstance(top_k, list) else [top_k] * rows
-    ks = np.array([vocab if k is None else min(k, vocab) for k in ks])
     # Subtract each row's maximum before dividing: a tiny temperature then sends the others to
     # -inf (sampling becomes argmax) instead of overflowing to inf - inf.
     scaled = logits.astype(np.float64)
     with np.errstate(over="ignore"):  # that overflow to -inf is the intended argmax
         scaled = (scaled - scaled.max(axis=-1, keepdims=True)) / temperature[:, None]
-    if (ks < vocab).any():
-        kth = -np.sort(-scaled, axis=-1)[np.arange(rows), ks - 1][:, None]  # each row's k-th largest
-        scaled = np.where(scaled < kth, -np.inf, scaled)
+    if top_k is not None:  # (the common case, no row limited, costs nothing per step)
+        ks = top_k if isinstance(top_k, list) else [top_k] * rows
+        ks = np.array([vocab if k is None else min(k, vocab) for k in ks])
+        if (ks < vocab).any():
+            kth = -np.sort(-scaled, axis=-1)[np.arange(rows), ks - 1][:, None]  # each row's k-th largest
+            scaled = np.where(scaled < kth, -np.inf, scaled)
     probabilities = np.exp(scaled)
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     draws = np.array([g.random() for g in generators])[:, None]

@@ -11,6 +11,7 @@ requests in it, and the loop lives on. Each task's loop lives with its task:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -21,6 +22,8 @@ from service.batching import cancel_worker
 from service.errors import QueueFull
 from service.fairness import Admission, FairQueue, StepTimes, fair_share
 from service.metrics import ModelMetrics
+
+log = logging.getLogger(__name__)
 
 
 class HasClient(Protocol):
@@ -170,21 +173,33 @@ class StepLoop(ABC, Generic[Request]):
         return joining
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            self._waiting.remove_if(self._gone)
-            if not self.in_flight:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            joining = self._handed = self._joining()
             try:
-                results = await loop.run_in_executor(self._executor, self._hop, joining)
-            except Exception as error:  # a failing hop fails the requests in it; the worker lives on
+                await self._turn()
+            except Exception as error:
+                # A fault outside a hop (choosing who joins, handing out) would otherwise end
+                # the worker silently and leave every request waiting for its timeout (and a
+                # start-up warm-up for ever): fail what is in flight, log, and keep serving.
+                log.exception("%s: the step loop failed outside a hop; failing the requests in flight", self.name)
                 self.metrics.failed()
-                self._fail_all(joining, error)
-                continue
-            finally:
                 self._handed = []
-            self._hand_out(results)
-            self.metrics.waiting(len(self._waiting))
+                self._fail_all(self._waiting.clear(), error)
+
+    async def _turn(self) -> None:
+        """One turn of the worker: wait for work, or run a hop and hand out what it made."""
+        self._waiting.remove_if(self._gone)
+        if not self.in_flight:
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        joining = self._handed = self._joining()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._hop, joining)
+        except Exception as error:  # a failing hop fails the requests in it; the worker lives on
+            self.metrics.failed()
+            self._fail_all(joining, error)
+            return
+        finally:
+            self._handed = []
+        self._hand_out(results)
+        self.metrics.waiting(len(self._waiting))

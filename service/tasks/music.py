@@ -96,6 +96,24 @@ class PromptRead:
     state: GenerationState | None = None
 
 
+@dataclass
+class RowSettings:
+    """The active rows' sampling settings in row order, as `sample_step` takes them: rebuilt
+    when rows join or leave, not at every step (the step loop's Python time is per step)."""
+
+    temperatures: np.ndarray
+    top_k: list[int | None] | None  # None: no row limits its choice
+    generators: list[np.random.Generator]
+    clocks: list[BarClock] | None  # None: the graph does not read the bar clock
+
+    @classmethod
+    def of(cls, streams: list[Stream], reads_clock: bool) -> RowSettings:
+        top_k = [s.top_k for s in streams]
+        return cls(np.array([s.temperature for s in streams], dtype=np.float64),
+                   None if all(k is None for k in top_k) else top_k,
+                   [s.generator for s in streams], [s.clock for s in streams] if reads_clock else None)
+
+
 # Prompt characters read per hop, at most (about 70 ms for the 1024-unit LSTM on 2 CPU cores):
 # a long prompt is read in pieces across hops, so it never stalls the streams already writing.
 PROMPT_CHARS_PER_HOP = 512
@@ -115,6 +133,7 @@ class ContinuousGenerator(StepLoop[Stream]):
         self.steps_per_hop = steps_per_hop
         self.prompt_chars_per_hop = prompt_chars_per_hop
         self._active: list[Stream] = []
+        self._row_settings = RowSettings.of([], state.reads_clock)  # the settings of _active's rows
         self._reading: list[PromptRead] = []  # admitted, prompt not yet read: in arrival order
 
     def _batch_requests(self) -> list[Stream]:
@@ -155,6 +174,7 @@ class ContinuousGenerator(StepLoop[Stream]):
         for stream in joining + self._batch_requests():
             stream.chunks.put_nowait(error)
         self._active, self._reading = [], []
+        self._row_settings = RowSettings.of([], self.state.reads_clock)
         self.state.keep(np.arange(0))
 
     def _hop(self, joining: list[Stream]) -> list[tuple[Stream, str, bool]]:
@@ -162,10 +182,7 @@ class ContinuousGenerator(StepLoop[Stream]):
         self._join(joining)
         self._drop([i for i, s in enumerate(self._active) if s.cancelled])
         for _ in range(self.steps_per_hop):
-            if not self._active:
-                break
-            self._step()
-            if any(s.remaining == 0 for s in self._active):
+            if not self._active or self._step():
                 break
         out, done_rows = [], []
         for row, stream in enumerate(self._active):
@@ -203,30 +220,34 @@ class ContinuousGenerator(StepLoop[Stream]):
                 stream.clock = clock
             self.state.append(read.state)
             self._active += read.streams
+            self._row_settings = RowSettings.of(self._active, self.state.reads_clock)
 
     def _drop(self, rows: list[int]) -> None:
         if not rows:
             return
         keep = np.setdiff1d(np.arange(len(self._active)), rows)
         self._active = [self._active[i] for i in keep]
+        self._row_settings = RowSettings.of(self._active, self.state.reads_clock)
         self.state.keep(keep)
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
         """Sample, read the clock and run the step graph for every active stream; the whole of
-        it is timed, since admission's estimates must count what a step really costs."""
+        it is timed, since admission's estimates must count what a step really costs. Returns
+        whether a stream is done."""
         started = time.perf_counter()
-        streams = self._active
-        characters = sample_step(self.state, np.array([s.temperature for s in streams]), [s.top_k for s in streams],
-                                 [s.generator for s in streams], self.decode,
-                                 [s.clock for s in streams] if self.state.reads_clock else None)
+        streams, rows = self._active, self._row_settings
+        characters = sample_step(self.state, rows.temperatures, rows.top_k, rows.generators, self.decode, rows.clocks)
+        finished = False
         for stream, character in zip(streams, characters):
             stream.pending.append(character)
             stream.remaining -= 1
             if stream.tune_end is not None and stream.tune_end.feed(character):
                 stream.remaining = 0
+            finished = finished or not stream.remaining
         elapsed = time.perf_counter() - started
         self.step_times.observe(len(streams), elapsed)
         self.metrics.run(len(streams), elapsed)
+        return finished
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,25 @@ def test_a_long_prompt_is_read_in_pieces_across_hops_with_the_same_result(client
         generator.prompt_chars_per_hop = saved
     assert in_pieces == at_once
     assert written >= 32 * 5, "the running stream should keep writing while the prompt is read"
+
+
+def test_a_fault_outside_a_hop_fails_the_requests_in_flight_and_the_loop_goes_on(client, music, monkeypatch):
+    # Before: such a fault ended the worker task silently, and every request (the start-up
+    # warm-up too) waited for ever.
+    generator, original, calls = music.generator, music.generator._joining, []
+
+    def faulty():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return original()
+
+    monkeypatch.setattr(generator, "_joining", faulty)
+    request = {"max_length": 20, "temperature": 1.0, "top_k": None, "seed": 1}
+
+    async def run():
+        with pytest.raises(RuntimeError, match="injected fault"):
+            await asyncio.wait_for(collect(music.generate("X:1\n", **request)), 10)
+        return await asyncio.wait_for(collect(music.generate("X:1\n", **request)), 10)
+
+    assert len(client.portal.call(run)) == 20
