@@ -120,12 +120,13 @@ def translate_rate(models_dir: Path, texts: list[str], batch: int, beam_size: in
     return _rate(run, batch)
 
 
-def music_rate(models_dir: Path, batch: int, precision: str = "fp32") -> float:
-    """Characters per second: sampling + one step-graph run for `batch` streams per step."""
+def music_rate(models_dir: Path, batch: int, precision: str = "fp32", threads: int = 0) -> float:
+    """Characters per second: sampling + one step-graph run for `batch` streams per step
+    (`threads`: the sessions' intra-op threads; 0: ONNX Runtime's default, one per core)."""
     from seqserve.characters import CharVocabulary
     from seqserve.generation import HostSteps, read_prompt, sample_step
 
-    model_dir, manifest, sessions = _sessions(models_dir, "music", precision)
+    model_dir, manifest, sessions = _sessions(models_dir, "music", precision, threads)
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     state = read_prompt(sessions["prompt"], vocabulary, "X:1\n", batch=batch)
     steps = HostSteps(sessions["step"], state)
