@@ -50,10 +50,12 @@ STATUS_FILE = "readme_status.md"  # the README's table, as written by --out
 PLACEHOLDER = re.compile(r"\{\{(.+?)\}\}", re.DOTALL)
 
 # The bars each served model must meet (issue targets; not in the manifests).
+# Issue 19's (the first bars, of issues 3 and 4, were IMDB 0.88, Rotten Tomatoes 0.77, 1.10
+# nats/char, 90% valid tunes, 50 BLEU).
 BARS: dict[str, dict[str, tuple[str, float]]] = {
-    "sentiment": {"imdb": (">=", 0.88), "rotten_tomatoes": (">=", 0.77)},
-    "music": {"loss": ("<=", 1.10), "valid": (">=", 0.90)},
-    "translate": {"bleu": (">=", 50.0), "beam_over_greedy": (">=", 0.0)},
+    "sentiment": {"imdb": (">=", 0.92), "rotten_tomatoes": (">=", 0.80)},
+    "music": {"loss": ("<=", 1.00), "valid": (">=", 0.95), "copied": ("<=", 0.051)},
+    "translate": {"bleu": (">=", 53.0), "beam_over_greedy": (">=", 0.0)},
 }
 
 
@@ -99,13 +101,14 @@ def _curve(history: list[dict], key: str, spec: str, best_epoch: int) -> str:
 
 
 def _music(m: Manifest) -> dict[str, Any]:
-    loss, valid = BARS["music"]["loss"], BARS["music"]["valid"]
+    loss, valid, copied = BARS["music"]["loss"], BARS["music"]["valid"], BARS["music"]["copied"]
     return {
         "curve": _curve(m.training["history"], "loss_nats_per_char", ".4f", m.training["best_epoch"]),
         "budget_minutes": m.hyperparameters["train"]["max_seconds"] / 60,
         "check": {"loss": _check(m.metrics["test_loss_nats_per_char"], loss),
-                  "valid": _check(m.metrics["share_valid"], valid)},
-        "bar": {"loss": loss[1], "valid": valid[1]},
+                  "valid": _check(m.metrics["share_valid"], valid),
+                  "copied": _check(m.metrics["share_of_16_char_spans_copied_from_training"], copied)},
+        "bar": {"loss": loss[1], "valid": valid[1], "copied": copied[1]},
     }
 
 
