@@ -28,6 +28,12 @@ COPY training ./training
 # No extra: onnxruntime-gpu (linux x86_64; it runs on the CPU as well) without the NVIDIA wheels.
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install .
 
+# The CPU image's venv: onnxruntime-gpu's CUDA and TensorRT provider libraries (about 285 MB)
+# are never loaded with SEQSERVE_DEVICE=cpu, so they are left out.
+FROM service-build-cpu AS service-venv-cpu
+RUN rm -f /opt/venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime_providers_cuda.so \
+          /opt/venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime_providers_tensorrt.so
+
 FROM service-build-cpu AS service-build
 # The `cuda` extra adds the CUDA 13 and cuDNN 9 libraries onnxruntime-gpu loads (NVIDIA's
 # pip wheels), so the image needs no CUDA base: only the host's driver, via the NVIDIA runtime.
@@ -52,7 +58,7 @@ CMD ["python", "-m", "service"]
 
 FROM service-runtime AS service-cpu
 ENV SEQSERVE_DEVICE=cpu
-COPY --from=service-build-cpu /opt/venv /opt/venv
+COPY --from=service-venv-cpu /opt/venv /opt/venv
 COPY --chown=seqserve:seqserve models ./models
 
 FROM service-runtime AS service
