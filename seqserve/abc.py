@@ -156,7 +156,7 @@ def written_bars(tune: str, handler=None) -> list[WrittenBar]:
     `measurable(tune)` already."""
     from music21.abcFormat import ABCChord, ABCMetadata, ABCNote
 
-    handler = handler or abc_handler(measurable(tune))
+    handler = abc_handler(measurable(tune)) if handler is None else handler
     expected = metre_quarter_length(header_fields(tune).get("M", ""))
     bars = []
     for bar in handler.splitByMeasure():
@@ -185,7 +185,7 @@ def music21_reads(tune: str, handler=None) -> None:
     from music21 import common, harmony, pitch
     from music21.abcFormat import ABCChord, ABCMetadata, ABCNote
 
-    handler = handler or abc_handler(tune)
+    handler = abc_handler(tune) if handler is None else handler
     for token in handler.tokens:
         if isinstance(token, ABCMetadata):
             if token.isKey():
