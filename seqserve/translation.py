@@ -9,9 +9,8 @@ for their length alone. With beam_size 1 this is greedy decoding.
 
 from __future__ import annotations
 
-import unicodedata
-
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,8 +359,8 @@ def spelled_back(run: list[str], word: str) -> bool:
     """Whether target pieces `run`, which attended to the source name `word`, are the model
     writing a name piece by piece (and likely garbling it: "Kowal" for "Kowalczyk") rather
     than translating: a word of the run made of several pieces, starting with a capital (or
-    with a bare word-start piece), and not the name itself up to accents ("Berlín" for "Berlin" stays). A run of whole vocabulary
-    words ("lunes" for "Mondays") or in lower case ("septiembre", "italia": Spanish writes
+    with a bare word-start piece), and not the name itself up to accents ("Berlín" for
+    "Berlin" stays). A run of whole vocabulary words ("lunes" for "Mondays") or in lower case ("septiembre", "italia": Spanish writes
     days, months, languages and nationalities in lower case) is the model's own translation
     and is never overwritten."""
     words: list[list[str]] = []

@@ -37,7 +37,7 @@ WORKER_NICENESS = 10
 
 # A worker is replaced after this many calls, so music21's caches cannot grow without end. A
 # replacement costs 0.37 s of CPU (a fresh interpreter imports music21); at 200, 32 streams'
-# tune checks (about 100 a second, 3.4 ms each) replaced a worker every 2 s, and 32 streams
+# tune checks (about 100 a second, 3.4 ms each then) replaced a worker every 2 s, and 32 streams
 # wrote 26,100 characters/s instead of 42,500 with 2,000 (music/5, int8). Measured in one
 # process: RSS stays at 74 MiB over 2,400 checks of training tunes; MIDI conversions take it
 # from 74 to 96 MiB in the first 100 calls, then 96 MiB at 300.

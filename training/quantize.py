@@ -80,9 +80,10 @@ def add_int8(model_dir: Path, evaluate: Callable[..., dict[str, Any]], quality: 
     them, and record the variant in its manifest (replaced if there was one)."""
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
-    graphs = {name: int8_file(file) for name, file in manifest.graph_files("fp32").items()}
+    fp32 = manifest.graph_files("fp32")
+    graphs = {name: int8_file(file) for name, file in fp32.items()}
     for name, file in graphs.items():
-        quantize_graph(model_dir / manifest.graphs[name].file, model_dir / file)
+        quantize_graph(model_dir / fp32[name], model_dir / file)
     manifest.files |= file_entries(model_dir, list(graphs.values()))
     manifest.precisions["int8"] = PrecisionVariant(graphs=graphs, method=INT8_METHOD, device="cpu",
                                                    reason="not evaluated yet")

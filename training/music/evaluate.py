@@ -18,8 +18,10 @@ from training.music import data
 
 # Headline metrics a quantized variant must hold (training.quantize): change allowed vs fp32.
 # share_valid is a share of 200 sampled tunes (a variant samples other tunes): ±3 points is
-# about one standard error of the difference at 92%.
+# about one standard error of the difference between two such shares near 92% (music/4).
 QUALITY = {"test_loss_nats_per_char": ("lower", 0.01), "share_valid": ("higher", 0.03)}
+
+
 def prompt_loss(prompt_session: ort.InferenceSession, text: str, vocabulary, streams: int = 8,
                     window: int = 500) -> float:
     """Cross-entropy in nats per character of the prompt graph over a cleaned text, state
