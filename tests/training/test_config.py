@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 from training.config import CONFIG_DIR, load_config
 
 PROFILES = {"sentiment": ["smoke", "full", "full_pretrained"], "music": ["smoke", "full"],
-            "translate": ["smoke", "full"]}
+            "translate": ["smoke", "full", "full_ema"]}
 
 
 def plain_merge(task: str, profile: str) -> dict:

@@ -28,6 +28,7 @@ class Train(Section):
     learning_rate: Rate
     label_smoothing: Fraction
     clip_grad_norm: Rate
+    ema_decay: Fraction
     max_epochs: Count
     patience: Count
     lr_decay: Factor

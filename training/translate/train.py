@@ -103,5 +103,5 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loop = Loop.from_config(config, model, optimizer, run_dir, device_, model_args,
                             (len(train_pairs), len(validation_rows)), resume, progress,
-                            lr_decay_on_plateau=settings.lr_decay)
+                            ema_decay=settings.ema_decay, lr_decay_on_plateau=settings.lr_decay)
     return loop.fit(TranslationSteps(model, optimizer, codec, (sources, targets), validation, config, device_))
