@@ -116,6 +116,20 @@ def measure_generation(server: ServiceProcess, models_dir: Path, duration: float
     return out
 
 
+def measure_generation_in_process(models_dir: Path, duration: float, device: str) -> dict:
+    """32 streams through the service's music model in this process (benchmarks/in_process.py):
+    the step loop's pace without the HTTP work and the load generator beside it."""
+    from benchmarks.in_process import music_step_loop
+
+    result = music_step_loop(models_dir, 32, GENERATION_CHARS, duration, device)
+    result["raw_chars_per_s"] = raw.music_rate(models_dir, max(1, round(result["mean_batch_size"])), result["precision"])
+    result["step_loop_share_of_raw"] = result["step_loop_chars_per_s"] / result["raw_chars_per_s"]
+    print(f"  music     32 streams in-process, no HTTP: {result['chars_per_s']:8.0f} chars/s; step loop "
+          f"{result['step_loop_chars_per_s']:8.0f} chars/s at batch {result['mean_batch_size']:5.1f} vs raw "
+          f"{result['raw_chars_per_s']:8.0f} ({result['step_loop_share_of_raw']:.0%})", flush=True)
+    return result
+
+
 def measure_raw_sentiment(models_dir: Path, texts: list[str], precision: str) -> dict[str, float]:
     """Reviews/s of the bare graph on this machine (idle), batch 32, in every way measured."""
     rates = {f"{order}": raw.sentiment_rate(models_dir, texts, 32, order, precision) for order in raw.SENTIMENT_ORDERS}
@@ -207,6 +221,8 @@ def main() -> int:
     finally:
         report["exit_status_after_sigterm"] = server.stop()
     # With the service stopped: the bare graphs, on an idle machine.
+    if "music" in tasks:
+        report["music"]["in_process_32"] = measure_generation_in_process(args.models_dir, args.duration, args.device)
     if "sentiment" in tasks:
         report["sentiment_raw"] = measure_raw_sentiment(args.models_dir, texts["sentiment"], precisions["sentiment"])
     report["quality_and_speed"] = quality_and_speed(args.models_dir, texts)
