@@ -176,31 +176,36 @@ def written_bars(tune: str, handler=None) -> list[WrittenBar]:
 
 
 def music21_reads(tune: str, handler=None) -> None:
-    """Raises where music21 cannot read the tune: its ABC handler over every token, then every
-    key signature, pitch and chord symbol built as music21's translation to a score builds
-    them. The translation itself (a Score of Parts of Measures) is not run: it cost 85 ms of the
-    check's 88 ms per tune, and over 827 generated tunes (48 requests of 5,000 characters) the
-    check with this gave the same verdict as with `converter.parse` on every one (774 valid),
-    in 3.5 ms a tune. `handler`: one that has read `tune` already."""
+    """Raises where music21 cannot read the tune: its ABC handler over every token (which
+    builds every key signature as the translation does), then every pitch and chord symbol
+    built as music21's translation to a score builds them. The translation itself (a Score of
+    Parts of Measures) is not run: it cost 85 ms of the check's 88 ms per tune, and over 827
+    generated tunes (48 requests of 5,000 characters) the check with this gave the same verdict
+    as with `converter.parse` on every one (774 valid), in 3.5 ms a tune. Each distinct pitch
+    and chord name is built once: whether music21 can build one depends on the name alone.
+    `handler`: one that has read `tune` already."""
     from music21 import common, harmony, pitch
-    from music21.abcFormat import ABCChord, ABCMetadata, ABCNote
+    from music21.abcFormat import ABCChord, ABCNote
 
     handler = abc_handler(tune) if handler is None else handler
+    # No key signature is built here: the handler's token processing has built each K: field
+    # as `getKeySignatureObject` (and the translation) would, and raised where one cannot be.
+    built: set[str] = set()  # names built already (chord symbols prefixed "chord:")
     for token in handler.tokens:
-        if isinstance(token, ABCMetadata):
-            if token.isKey():
-                token.getKeySignatureObject()
-        elif isinstance(token, ABCNote):
-            if token.chordSymbols:  # as abcFormat.translate cleans and builds it (a ValueError is skipped there)
-                name = re.sub("[()]", "", token.chordSymbols[0].replace('"', "").strip())
-                if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">"):
-                    try:
-                        harmony.ChordSymbol(common.cleanedFlatNotation(name))
-                    except ValueError:
-                        pass
-            for note in (token.subTokens if isinstance(token, ABCChord) else [token]):
-                if isinstance(note, ABCNote) and note.pitchName:
-                    pitch.Pitch(note.pitchName)
+        if not isinstance(token, ABCNote):
+            continue
+        if token.chordSymbols:  # as abcFormat.translate cleans and builds it (a ValueError is skipped there)
+            name = re.sub("[()]", "", token.chordSymbols[0].replace('"', "").strip())
+            if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">") and "chord:" + name not in built:
+                built.add("chord:" + name)
+                try:
+                    harmony.ChordSymbol(common.cleanedFlatNotation(name))
+                except ValueError:
+                    pass
+        for note in (token.subTokens if isinstance(token, ABCChord) else [token]):
+            if isinstance(note, ABCNote) and note.pitchName and note.pitchName not in built:
+                built.add(note.pitchName)
+                pitch.Pitch(note.pitchName)
 
 
 def check_tune(tune: str, min_bar_agreement: float = MIN_BAR_AGREEMENT) -> TuneCheck:
