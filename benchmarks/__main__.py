@@ -98,13 +98,9 @@ def measure_generation(server: ServiceProcess, models_dir: Path, duration: float
         result["chars_per_s"] = result["requests_per_s"] * GENERATION_CHARS
         result["mean_batch_size"] = delta["items"] / max(delta["runs"], 1)
         result["step_loop_chars_per_s"] = delta["items"] / delta["seconds"] if delta["seconds"] else float("nan")
-        result["raw_chars_per_s"] = raw.music_rate(models_dir, max(1, round(result["mean_batch_size"])), precision)
-        result["step_loop_share_of_raw"] = result["step_loop_chars_per_s"] / result["raw_chars_per_s"]
-        out[f"streams_{streams}"] = result
-        print(f"  music     {streams:>2} streams {result['chars_per_s']:8.0f} chars/s as clients see it; step loop "
-              f"{result['step_loop_chars_per_s']:8.0f} chars/s at batch {result['mean_batch_size']:5.1f} vs raw "
-              f"{result['raw_chars_per_s']:8.0f} ({result['step_loop_share_of_raw']:.0%})  "
-              f"errors {sum(result['errors'].values())}", flush=True)
+        out[f"streams_{streams}"] = against_raw_step(result, models_dir, precision)
+        print(f"  music     {streams:>2} streams {result['chars_per_s']:8.0f} chars/s as clients see it; "
+              f"{step_loop_line(result)}  errors {sum(result['errors'].values())}", flush=True)
     out["gain_32_streams"] = out["streams_32"]["chars_per_s"] / out["streams_1"]["chars_per_s"]
     for stream in (True, False):
         times = {n: sorted(generation_time(server, n, seed, stream) for seed in (1, 2, 3))[1] for n in (200, 1000)}
@@ -116,17 +112,28 @@ def measure_generation(server: ServiceProcess, models_dir: Path, duration: float
     return out
 
 
+def against_raw_step(result: dict, models_dir: Path, precision: str) -> dict:
+    """`result` (with the step loop's pace and mean batch) plus the raw step graph's pace at
+    that batch, and the share."""
+    result["raw_chars_per_s"] = raw.music_rate(models_dir, max(1, round(result["mean_batch_size"])), precision)
+    result["step_loop_share_of_raw"] = result["step_loop_chars_per_s"] / result["raw_chars_per_s"]
+    return result
+
+
+def step_loop_line(result: dict) -> str:
+    return (f"step loop {result['step_loop_chars_per_s']:8.0f} chars/s at batch {result['mean_batch_size']:5.1f} "
+            f"vs raw {result['raw_chars_per_s']:8.0f} ({result['step_loop_share_of_raw']:.1%})")
+
+
 def measure_generation_in_process(models_dir: Path, duration: float, device: str) -> dict:
     """32 streams through the service's music model in this process (benchmarks/in_process.py):
     the step loop's pace without the HTTP work and the load generator beside it."""
-    from benchmarks.in_process import music_step_loop
+    from benchmarks.in_process import measure_music_in_process
 
-    result = music_step_loop(models_dir, 32, GENERATION_CHARS, duration, device)
-    result["raw_chars_per_s"] = raw.music_rate(models_dir, max(1, round(result["mean_batch_size"])), result["precision"])
-    result["step_loop_share_of_raw"] = result["step_loop_chars_per_s"] / result["raw_chars_per_s"]
-    print(f"  music     32 streams in-process, no HTTP: {result['chars_per_s']:8.0f} chars/s; step loop "
-          f"{result['step_loop_chars_per_s']:8.0f} chars/s at batch {result['mean_batch_size']:5.1f} vs raw "
-          f"{result['raw_chars_per_s']:8.0f} ({result['step_loop_share_of_raw']:.0%})", flush=True)
+    result = measure_music_in_process(models_dir, 32, GENERATION_CHARS, duration, device)
+    against_raw_step(result, models_dir, result["precision"])
+    print(f"  music     32 streams in-process, no HTTP: {result['chars_per_s']:8.0f} chars/s; {step_loop_line(result)}",
+          flush=True)
     return result
 
 
@@ -220,7 +227,7 @@ def main() -> int:
         report["service_cpu_s"] = server.cpu_seconds()
     finally:
         report["exit_status_after_sigterm"] = server.stop()
-    # With the service stopped: the bare graphs, on an idle machine.
+    # With the service stopped, on an idle machine: music in-process, then the bare graphs.
     if "music" in tasks:
         report["music"]["in_process_32"] = measure_generation_in_process(args.models_dir, args.duration, args.device)
     if "sentiment" in tasks:

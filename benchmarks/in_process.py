@@ -17,8 +17,8 @@ from service.tasks.music import MusicModel
 
 
 async def _drive(model: MusicModel, streams: int, characters: int, duration: float) -> int:
-    """`streams` users, each asking for the next tune as soon as its last was answered (its
-    tunes checked), as the route does; returns the requests answered."""
+    """`streams` users, each asking for the next `characters` characters of a new tune as soon
+    as its last answer came (its tunes checked), as the route does; returns the answers."""
     stop_at, answered = time.perf_counter() + duration, 0
 
     async def user(first_seed: int) -> None:
@@ -34,33 +34,24 @@ async def _drive(model: MusicModel, streams: int, characters: int, duration: flo
     return answered
 
 
-def music_step_loop(models_dir: Path, streams: int, characters: int, duration: float,
-                    device: str = "cpu") -> dict[str, float]:
-    """Requests/s and the step loop's pace (its steps' rows over its steps' time) and mean
-    batch, with the precision the service picks on `device`."""
+def measure_music_in_process(models_dir: Path, streams: int, characters: int, duration: float,
+                             device: str = "cpu") -> dict[str, float | str]:
+    """Requests/s, characters/s, and the step loop's pace (its steps' rows over its steps'
+    time) and mean batch, with the precision the service picks on `device`."""
     model_dir = newest_versions(models_dir)["music"]
-    metrics = Metrics()
-    model = MusicModel(model_dir, Manifest.load(model_dir), Settings(models_dir=models_dir, device=device), metrics)
+    model = MusicModel(model_dir, Manifest.load(model_dir), Settings(models_dir=models_dir, device=device), Metrics())
 
-    async def run() -> dict[str, float]:
-        await model.load()
+    async def run() -> dict[str, float | str]:
+        await model.load()  # warmed up and recording, as the service's model is once ready
         model.require_ready()
         try:
-            await _drive(model, streams, characters, min(duration, 3.0))  # warm
-            labels = {"model": model.manifest.name, "version": model.manifest.version}
-
-            def totals() -> tuple[float, float, float]:
-                get = metrics.registry.get_sample_value
-                return tuple(get(name, labels) or 0.0 for name in (
-                    "seqserve_batch_size_sum", "seqserve_batch_size_count", "seqserve_inference_seconds_sum"))
-
-            model.model_metrics.recording = True
-            before, started = totals(), time.perf_counter()
+            await _drive(model, streams, characters, min(duration, 3.0))  # the batch full before timing
+            before, started = model.model_metrics.totals(), time.perf_counter()
             answered = await _drive(model, streams, characters, duration)
-            elapsed, after = time.perf_counter() - started, totals()
+            elapsed, after = time.perf_counter() - started, model.model_metrics.totals()
         finally:
             await model.close()
-        items, runs, seconds = (a - b for a, b in zip(after, before))
+        items, runs, seconds = after.items - before.items, after.runs - before.runs, after.run_seconds - before.run_seconds
         return {"requests_per_s": answered / elapsed, "chars_per_s": answered * characters / elapsed,
                 "mean_batch_size": items / max(runs, 1), "step_loop_chars_per_s": items / seconds if seconds else 0.0,
                 "precision": model.precision}

@@ -181,30 +181,31 @@ def music21_reads(tune: str, handler=None) -> None:
     built as music21's translation to a score builds them. The translation itself (a Score of
     Parts of Measures) is not run: it cost 85 ms of the check's 88 ms per tune, and over 827
     generated tunes (48 requests of 5,000 characters) the check with this gave the same verdict
-    as with `converter.parse` on every one (774 valid), in 3.5 ms a tune. Each distinct pitch
-    and chord name is built once: whether music21 can build one depends on the name alone.
+    as with `converter.parse` on every one (774 valid). Each distinct pitch and chord name is
+    built once, in token order: whether music21 can build one depends on the name alone.
     `handler`: one that has read `tune` already."""
     from music21 import common, harmony, pitch
     from music21.abcFormat import ABCChord, ABCNote
 
     handler = abc_handler(tune) if handler is None else handler
     # No key signature is built here: the handler's token processing has built each K: field
-    # as `getKeySignatureObject` (and the translation) would, and raised where one cannot be.
-    built: set[str] = set()  # names built already (chord symbols prefixed "chord:")
+    # exactly as `getKeySignatureObject` (and so the translation) builds it.
+    pitches_built: set[str] = set()
+    chords_built: set[str] = set()
     for token in handler.tokens:
         if not isinstance(token, ABCNote):
             continue
         if token.chordSymbols:  # as abcFormat.translate cleans and builds it (a ValueError is skipped there)
             name = re.sub("[()]", "", token.chordSymbols[0].replace('"', "").strip())
-            if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">") and "chord:" + name not in built:
-                built.add("chord:" + name)
+            if name not in ("NC", "N.C.", "No Chord", "None") and not name.startswith(">") and name not in chords_built:
+                chords_built.add(name)
                 try:
                     harmony.ChordSymbol(common.cleanedFlatNotation(name))
                 except ValueError:
                     pass
         for note in (token.subTokens if isinstance(token, ABCChord) else [token]):
-            if isinstance(note, ABCNote) and note.pitchName and note.pitchName not in built:
-                built.add(note.pitchName)
+            if isinstance(note, ABCNote) and note.pitchName and note.pitchName not in pitches_built:
+                pitches_built.add(note.pitchName)
                 pitch.Pitch(note.pitchName)
 
 
