@@ -1232,10 +1232,12 @@ def attack_long_tune_output(server: HostileService, key: str | None = None) -> R
 # SIGTERM with streams in flight
 
 
-def attack_sigterm(server: HostileService, streams: int = 4, background: int = 28) -> Result:
+def attack_sigterm(server: HostileService, streams: int = 4, background: int = 124) -> Result:
     """`streams` SSE streams of 5,000 characters (plus `background` non-streamed requests of
-    5,000, so that the streams outlast the grace period on any CPU), then SIGTERM: each stream
-    must end with an `error` event `shutting_down`, and the process exit within the grace period."""
+    5,000, so that the streams outlast the grace period on a CPU: 640,000 characters, about 14 s
+    at the 45,000/s of the 2026-11-29 benchmarks; 28 were enough while generation was slower,
+    but not since), then SIGTERM: each stream must end with an `error` event `shutting_down`,
+    and the process exit within the grace period."""
     grace = server.setting("graceful_shutdown_s", 30)
     result = Result(attack="SIGTERM with streams",
                     sent=f"{streams} SSE streams max_length 5000 (+{background} non-streamed), SIGTERM after the "
