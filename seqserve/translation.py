@@ -360,9 +360,9 @@ def spelled_back(run: list[str], word: str) -> bool:
     writing a name piece by piece (and likely garbling it: "Kowal" for "Kowalczyk") rather
     than translating: a word of the run made of several pieces, starting with a capital (or
     with a bare word-start piece), and not the name itself up to accents ("Berlín" for
-    "Berlin" stays). A run of whole vocabulary words ("lunes" for "Mondays") or in lower case ("septiembre", "italia": Spanish writes
-    days, months, languages and nationalities in lower case) is the model's own translation
-    and is never overwritten."""
+    "Berlin" stays). A run of whole vocabulary words ("lunes" for "Mondays") or in lower case
+    ("septiembre", "italia": Spanish writes days, months, languages and nationalities in lower
+    case) is the model's own translation and is never overwritten."""
     words: list[list[str]] = []
     for piece in run:
         if piece.startswith("▁") or not words:
