@@ -72,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
                         help="replace the version if it exists (the old one is removed only once the new one "
                              "is in place)")
     export.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="RUN_DIR",
-                        help="sentiment: average in this run's best checkpoint too (same tokenizer; repeatable)")
+                        help="sentiment, translate: ensemble this run's best checkpoint with the run's (same "
+                             "tokenizer; repeatable)")
 
     evaluate = add("evaluate", "evaluate an exported model on the test split")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
@@ -94,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
     graph.add_argument("graph")
     graph.add_argument("run_dir", type=Path)
     graph.add_argument("path", type=Path)
+    graph.add_argument("--ensemble-with", type=Path, action="append", default=[])
     return parser
 
 
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         task_export = import_module(f"training.{args.task}.export")
         if args.graph not in getattr(task_export, "GRAPHS", {}):
             raise SystemExit(f"{args.task} has no graph {args.graph!r} to export in its own process")
-        task_export.export_graph(args.run_dir, args.graph, args.path)
+        members = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
+        task_export.export_graph(args.run_dir, args.graph, args.path, **members)
         return 0
 
     config = load_config(args.task, args.profile, args.overrides)
@@ -140,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(args: argparse.Namespace, task_export, run_dir: Path) -> None:
     """Pick the version (refusing an existing one before any work), export, say what is served."""
-    if args.ensemble_with and args.task != "sentiment":
-        raise SystemExit("--ensemble-with is for sentiment only")
+    if args.ensemble_with and args.task not in ("sentiment", "translate"):
+        raise SystemExit("--ensemble-with is for sentiment and translate only")
     if args.model_dir:
         model_dir = args.model_dir.absolute()
         version = args.version or model_dir.name

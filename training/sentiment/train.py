@@ -151,6 +151,12 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
         words_path.write_text(json.dumps({"from_training_split": trained_words,
                                           "from_pretrained_vectors_only": tokenizer.get_vocab_size() - trained_words}))
         encoder = TextEncoder(tokenizer, truncation)
+    # Other domains join after the tokenizer is built: the vocabulary stays the film reviews',
+    # so this model can share one tokenizer (and one ensemble graph) with film-only ones.
+    for name in settings.domains:
+        domain = data.load_domain_training(name)
+        train_rows = train_rows + subsample(domain["train"], settings.train_examples, settings.seed)
+        validation_rows = validation_rows + subsample(domain["validation"], settings.validation_examples, settings.seed)
     train_sequences = encoder.token_ids([r["text"] for r in train_rows])
     validation_sequences = encoder.token_ids([r["text"] for r in validation_rows])
 

@@ -1,11 +1,13 @@
-"""Translation export: the best checkpoint -> an encoder graph and a decoder-step graph,
-each exported in a fresh process, + tokenizer.json + manifest, checked against torch (ragged
-sources, zero attention on padding, ONNX greedy decoding = torch's), as a new version."""
+"""Translation export: the best checkpoint (or several runs' best, decoding together as one
+ensemble) -> an encoder graph and a decoder-step graph, each exported in a fresh process, +
+tokenizer.json + manifest, checked against torch (ragged sources, zero attention on padding,
+ONNX greedy decoding = torch's), as a new version."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -19,17 +21,31 @@ from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, graph_specs,
 from training.onnx_export import export_graph as dynamo_export
 from training.translate import data
 from training.translate.evaluate import QUALITY, evaluate
-from training.translate.model import Translator, TranslatorEncoder, TranslatorStep, greedy_translate, source_mask
+from training.translate.model import (Translator, TranslatorEncoder, TranslatorEnsemble, TranslatorStep,
+                                     greedy_translate, source_mask)
 from training.versions import publish
 
 GRAPHS = {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def export_graph(run_dir: Path, kind: str, path: Path) -> None:
+def load_translator(run_dir: Path, ensemble_with: list[Path] = ()) -> tuple[Translator | TranslatorEnsemble,
+                                                                              list[dict[str, Any]]]:
+    """The run's best checkpoint as a model, or with `ensemble_with` the ensemble of it and
+    those runs' (which must share its tokenizer); and every member's checkpoint."""
+    run_dirs = [Path(run_dir), *map(Path, ensemble_with)]
+    if len(run_dirs) > 1 and len({(path / TOKENIZER_FILE).read_bytes() for path in run_dirs}) > 1:
+        raise SystemExit("an ensemble's members must share one tokenizer: "
+                         + ", ".join(str(path / TOKENIZER_FILE) for path in run_dirs) + " differ")
+    members = [load_best(path, Translator) for path in run_dirs]
+    model = members[0][0] if len(members) == 1 else TranslatorEnsemble([m for m, _ in members]).eval()
+    return model, [checkpoint for _, checkpoint in members]
+
+
+def export_graph(run_dir: Path, kind: str, path: Path, ensemble_with: list[Path] = ()) -> None:
     """Export one of the two graphs (GRAPHS); `python -m training export-graph translate` runs
     it in a fresh process for `export`."""
-    model, _ = load_best(run_dir, Translator)
+    model, _ = load_translator(run_dir, ensemble_with)
     batch, source = torch.export.Dim("batch", min=1), torch.export.Dim("source", min=1)
     ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
     lengths = torch.tensor([5, 3])
@@ -57,7 +73,7 @@ def export_graph(run_dir: Path, kind: str, path: Path) -> None:
                                     "h_next": {0: "batch"}, "attention": {0: "batch", 1: "source"}})
 
 
-def check_parity(model: Translator, encoder: ort.InferenceSession, step: ort.InferenceSession, codec,
+def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceSession, step: ort.InferenceSession, codec,
                            texts: list[str], steps: int = 30) -> float:
     """ORT vs torch: the encoder at batch 1 / length 1 and on a ragged batch (also against each
     text alone); then `steps` chained decoder steps on the ragged batch, each against torch's.
@@ -123,10 +139,16 @@ def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) 
     return len(texts)
 
 
-def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) -> Manifest:
-    model, checkpoint = load_best(run_dir, Translator)
-    config = checkpoint["config"]
-    with staged_from_run("translate", run_dir, model_dir, [TOKENIZER_FILE], force, GRAPHS) as (staging, sessions):
+def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
+           ensemble_with: list[Path] = ()) -> Manifest:
+    """Export the run's best checkpoint; with `ensemble_with`, graphs that decode with it and
+    those runs' best checkpoints together (`TranslatorEnsemble`)."""
+    model, checkpoints = load_translator(run_dir, ensemble_with)
+    checkpoint, config = checkpoints[0], checkpoints[0]["config"]
+    summaries = [json.loads((Path(path) / "training.json").read_text()) for path in [run_dir, *ensemble_with]]
+    ensemble = len(checkpoints) > 1
+    with staged_from_run("translate", run_dir, model_dir, [TOKENIZER_FILE], force, GRAPHS,
+                         ensemble_with) as (staging, sessions):
         codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
         validation = data.load_splits()["validation"]
         texts = [row["english"] for row in validation[:7]] + [
@@ -140,18 +162,31 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) ->
         written = manifest(
             "translate", version, staging, [*GRAPHS.values(), TOKENIZER_FILE],
             description="English -> Spanish: bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, "
-                        "one shared BPE vocabulary and tied embeddings.",
+                        "one shared BPE vocabulary and tied embeddings"
+                        + (f"; {len(checkpoints)} such translators decoding together, their next-token "
+                           "probabilities averaged." if ensemble else "."),
             graphs=graphs,
             preprocessing={"tokenizer": TOKENIZER_FILE, "max_source_tokens": codec.max_source_tokens,
                            "special_tokens": {"pad": codec.pad_id, "unk": codec.unk_id, "bos": codec.bos_id,
                                               "eos": codec.eos_id},
-                           "state": {"decoder_hidden": checkpoint["model_args"]["decoder_hidden"]}},
+                           # an ensemble's members' states side by side
+                           "state": {"decoder_hidden": sum(c["model_args"]["decoder_hidden"] for c in checkpoints)}},
             data=DataSource(package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
                             license=meta["license"], splits=meta["splits"],
                             extra={k: meta[k] for k in ("seed", "split_pairs", "english_sentences", "pairs_kept")}),
-            hyperparameters={"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
-                             "profile": config["profile"]},
-            training=json.loads((run_dir / "training.json").read_text()),
+            hyperparameters=(hyperparameters(checkpoint) if not ensemble else
+                             {"ensemble": "mean of the members' next-token probabilities",
+                              "members": [hyperparameters(c) for c in checkpoints]}),
+            training=(summaries[0] if not ensemble else
+                      {"hardware": summaries[0]["hardware"], "members": summaries,
+                       "seconds": round(sum(s["seconds"] for s in summaries), 1)}),
             metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
         )
         return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
+
+
+def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a member was trained with, from its checkpoint (a config as saved: a plain dict)."""
+    config = checkpoint["config"]
+    return {"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
+            "profile": config["profile"]}

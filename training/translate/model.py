@@ -15,6 +15,8 @@ languages, and one embedding matrix serves the encoder, the decoder and the outp
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -74,6 +76,34 @@ def source_mask(source_ids: torch.Tensor, source_lengths: torch.Tensor) -> torch
     """[B, S] bool: True at each example's real tokens."""
     positions = torch.arange(source_ids.shape[1], device=source_ids.device).unsqueeze(0)
     return positions < source_lengths.unsqueeze(1)
+
+
+class TranslatorEnsemble(nn.Module):
+    """Translators trained apart (one tokenizer) decoding together: the next token's
+    distribution is the mean of the members' (the log of it is returned, like one member's
+    log_softmax). The members' memories, keys and states sit side by side on the feature axis,
+    so the ensemble's graphs take and return what one translator's do, only wider; the
+    attention returned (for the heatmap) is the members' mean."""
+
+    def __init__(self, members: list[Translator]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.memory_sizes = [m.attention_keys.in_features for m in members]
+        self.state_sizes = [m.attention_keys.out_features for m in members]
+
+    def encode(self, source_ids: torch.Tensor, source_lengths: torch.Tensor):
+        outputs = [m.encode(source_ids, source_lengths) for m in self.members]
+        return tuple(torch.cat(parts, dim=-1) for parts in zip(*outputs))
+
+    def step(self, previous_token, h, c, memory, keys, mask):
+        # Contiguous slices: the exported LSTM loop wants each state laid out as one member's.
+        hs = [x.contiguous() for x in h.split(self.state_sizes, dim=-1)]
+        cs = [x.contiguous() for x in c.split(self.state_sizes, dim=-1)]
+        memories, keyss = memory.split(self.memory_sizes, dim=-1), keys.split(self.state_sizes, dim=-1)
+        outputs = [m.step(previous_token, *inputs, mask) for m, inputs in zip(self.members, zip(hs, cs, memories, keyss))]
+        log_probs, h_next, c_next, attention = zip(*outputs)
+        mean_log_probs = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(self.members))
+        return mean_log_probs, torch.cat(h_next, dim=-1), torch.cat(c_next, dim=-1), torch.stack(attention).mean(dim=0)
 
 
 class TranslatorEncoder(nn.Module):

@@ -56,3 +56,13 @@ def test_smoke_train_export(tmp_path):
                              env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and str(model_dir) in refused.stderr and "--force" in refused.stderr
     assert Manifest.load(model_dir) == manifest and manifest.verify_files(model_dir) == []
+
+    # The run decoding together with itself (an ensemble of one translator twice): graphs as
+    # wide as two, the same translations, so the same test scores.
+    run_cli("training", "export", "translate", "--profile", "smoke", "--run-dir", str(run_dir),
+            "--ensemble-with", str(run_dir), "--version", "2", env=env)
+    doubled = Manifest.load(tmp_path / "models" / "translate" / "2")
+    assert doubled.metrics["parity_max_abs_diff"] <= 1e-4 and doubled.metrics["greedy_decoding_matches_torch_on"] == 50
+    assert len(doubled.hyperparameters["members"]) == 2 and len(doubled.training["members"]) == 2
+    assert doubled.preprocessing.state.decoder_hidden == 2 * manifest.preprocessing.state.decoder_hidden
+    assert doubled.metrics["greedy"] == manifest.metrics["greedy"]
