@@ -42,3 +42,15 @@ def test_other_domain_is_fetched_pinned_and_labelled(data_cache):
     assert len(rows) == 1000 and sum(r["label"] for r in rows) == 658  # 5-star reviews
     assert not any("<br" in r["text"] for r in rows)  # cleaned as the training text is
     assert data.load_meta()["domains"]["fine_foods"]["sha256"].startswith("704dd2b1")
+
+
+def test_the_other_domains_training_table_never_holds_an_evaluated_review(data_cache):
+    evaluated = {r["text"] for r in data.load_domain("fine_foods")}
+    table = data.load_domain_training("fine_foods")
+    assert {split: len(rows) for split, rows in table.items()} == {"train": 3593, "validation": 400}
+    texts = [r["text"] for rows in table.values() for r in rows]
+    assert not evaluated & set(texts)  # 7 of the 4,000 had an evaluated review's text
+    assert {r["source"] for rows in table.values() for r in rows} == {"fine_foods"}
+    assert {r["label"] for r in table["validation"]} == {0, 1}
+    described = data.load_meta()["domains"]["fine_foods"]["training_table"]
+    assert described["dropped_as_evaluated"] == 7 and described["sha256"].startswith("6dec4b73")
