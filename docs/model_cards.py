@@ -113,12 +113,17 @@ def _music(m: Manifest) -> dict[str, Any]:
 
 
 def _translate(m: Manifest) -> dict[str, Any]:
+    """An ensemble's members as `a`, `b` (training) and `a_config`, `b_config` (settings)."""
     bleu = BARS["translate"]["bleu"]
     greedy, beam = m.metrics["greedy"]["bleu_first_reference"], m.metrics["beam4"]["bleu_first_reference"]
     signature = dict(part.split(":", 1) for part in m.metrics["signatures"]["bleu"].split("|"))
+    members = m.training.get("members", [m.training])
+    configs = m.hyperparameters.get("members", [m.hyperparameters])
     return {
-        "curve": _curve(m.training["history"], "greedy_bleu", ".1f", m.training["best_epoch"]),
-        "budget_minutes": m.hyperparameters["train"]["max_seconds"] / 60,
+        **{name: member for name, member in zip("ab", members)},
+        **{f"{name}_config": config for name, config in zip("ab", configs)},
+        **{f"{name}_curve": _curve(member["history"], "greedy_bleu", ".1f", member["best_epoch"])
+           for name, member in zip("ab", members)},
         "sacrebleu": ".".join(signature["version"].split(".")[:2]),
         "bleu_tokenizer": signature["tok"],
         "check": {"bleu": _check(beam, bleu), "beam_over_greedy": _check(beam - greedy, BARS["translate"]["beam_over_greedy"])},

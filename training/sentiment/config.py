@@ -76,6 +76,7 @@ class Train(Section):
     ema_decay: Fraction
     oversample: dict[str, Positive]
     domains: list[str] = []     # [domains] whose training table joins training (see data.load_domain_training)
+    init_from: str = ""         # a run directory whose best weights start this run (fine-tuning); "" none
     max_epochs: Count
     patience: Count
     max_seconds: Seconds

@@ -168,7 +168,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     }
     model = SentimentLSTM(**model_args)
     initialised = 0
-    if model_config.pretrained_embeddings and not resume_fine_tuning:
+    if settings.init_from and not resume_fine_tuning:
+        start_from_run(model, Path(settings.init_from), tokenizer_path, pretraining)
+    elif model_config.pretrained_embeddings and not resume_fine_tuning:
         initialised = load_pretrained_embeddings(model.embedding, encoder)
     if trained_words < encoder.vocab_size:
         # Words added from GloVe keep their vectors: they never occur in training, and their
@@ -186,7 +188,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     loop = Loop.from_config(config, model, optimizer, run_dir, device_, model_args,
                             (len(train_rows), len(validation_rows)), resume_fine_tuning, progress,
                             ema_decay=settings.ema_decay,
-                            facts={"pretrained_vectors_used": initialised or None,
+                            facts={"initialised_from": settings.init_from or None,
+                                   "pretrained_vectors_used": initialised or None,
                                    "words_from_pretrained_vectors_only": (encoder.vocab_size - trained_words) or None,
                                    "language_model_pretraining": language_model})
     # Early stopping weighs the sources alike; oversampling lets the loss do the same.
@@ -215,6 +218,16 @@ def pretrain_language_model(model: SentimentLSTM, encoder: TextEncoder, train_se
                                 config.train.seed, device))
     return {"epochs": loop.state["epoch"], "seconds": round(loop.state["seconds"], 1), "softmax_cutoffs": cutoffs,
             "history": loop.state["history"]}
+
+
+def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path, pretraining: bool) -> None:
+    """Fine-tuning: start from another run's best weights, which must be this network with
+    this vocabulary (the same tokenizer file)."""
+    if pretraining:
+        raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining (pretrain.epochs > 0)")
+    if (run_dir / "tokenizer.json").read_bytes() != tokenizer_path.read_bytes():
+        raise SystemExit(f"train.init_from: {run_dir} has another tokenizer than this run")
+    model.load_state_dict(checkpoints.load(run_dir / checkpoints.BEST)["model"])
 
 
 def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) -> int:
