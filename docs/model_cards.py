@@ -73,14 +73,18 @@ def _megabytes(manifest: Manifest) -> dict[str, float]:
     return {name: entry.bytes / 1e6 for name, entry in manifest.files.items()}
 
 
+# What the sentiment card calls the served ensemble's members, in the manifest's order.
+SENTIMENT_MEMBERS = "bcd"
+
+
 def _sentiment(m: Manifest) -> dict[str, Any]:
-    a, b = m.training["members"]
-    pre = b["language_model_pretraining"]
+    members, configs = m.training["members"], m.hyperparameters["members"]
+    pre = members[0]["language_model_pretraining"]
     test_rt = m.metrics["test_rotten_tomatoes"]
     imdb, rt = BARS["sentiment"]["imdb"], BARS["sentiment"]["rotten_tomatoes"]
     return {
-        "a": a, "b": b,
-        "a_config": m.hyperparameters["members"][0], "b_config": m.hyperparameters["members"][1],
+        **dict(zip(SENTIMENT_MEMBERS, members)),
+        **{f"{name}_config": config for name, config in zip(SENTIMENT_MEMBERS, configs)},
         "tail_tokens": m.preprocessing.max_tokens - m.preprocessing.head_tokens,
         "examples": sum(m.data.splits.values()),
         "validation_examples": {source: sum(count for key, count in m.data.extra["by_source"]["validation"].items()
@@ -88,6 +92,8 @@ def _sentiment(m: Manifest) -> dict[str, Any]:
         "perplexities": " → ".join(f"{epoch['validation_perplexity']:.0f}" for epoch in pre["history"]),
         "rt_correct": round(test_rt["accuracy"] * test_rt["examples"]),
         "rt_bar_count": math.ceil(rt[1] * test_rt["examples"]),
+        "imdb_correct": round(m.metrics["test_imdb"]["accuracy"] * m.metrics["test_imdb"]["examples"]),
+        "imdb_bar_count": math.ceil(imdb[1] * m.metrics["test_imdb"]["examples"]),
         "check": {"imdb": _check(m.metrics["test_imdb"]["accuracy"], imdb),
                   "rotten_tomatoes": _check(test_rt["accuracy"], rt)},
         "bar": {"imdb": imdb[1], "rotten_tomatoes": rt[1]},
@@ -113,17 +119,12 @@ def _music(m: Manifest) -> dict[str, Any]:
 
 
 def _translate(m: Manifest) -> dict[str, Any]:
-    """An ensemble's members as `a`, `b` (training) and `a_config`, `b_config` (settings)."""
     bleu = BARS["translate"]["bleu"]
     greedy, beam = m.metrics["greedy"]["bleu_first_reference"], m.metrics["beam4"]["bleu_first_reference"]
     signature = dict(part.split(":", 1) for part in m.metrics["signatures"]["bleu"].split("|"))
-    members = m.training.get("members", [m.training])
-    configs = m.hyperparameters.get("members", [m.hyperparameters])
     return {
-        **{name: member for name, member in zip("ab", members)},
-        **{f"{name}_config": config for name, config in zip("ab", configs)},
-        **{f"{name}_curve": _curve(member["history"], "greedy_bleu", ".1f", member["best_epoch"])
-           for name, member in zip("ab", members)},
+        "curve": _curve(m.training["history"], "greedy_bleu", ".1f", m.training["best_epoch"]),
+        "budget_minutes": m.hyperparameters["train"]["max_seconds"] / 60,
         "sacrebleu": ".".join(signature["version"].split(".")[:2]),
         "bleu_tokenizer": signature["tok"],
         "check": {"bleu": _check(beam, bleu), "beam_over_greedy": _check(beam - greedy, BARS["translate"]["beam_over_greedy"])},

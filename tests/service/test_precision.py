@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from seqserve.manifest import Manifest, PrecisionVariant
+from seqserve.manifest import Manifest, PrecisionVariant, newest_version_dir
 from service.runtime import choose_precision
 
 
 def manifest_with(models_dir, **variants: PrecisionVariant) -> Manifest:
-    manifest = Manifest.load(models_dir / "sentiment" / "3")
+    manifest = Manifest.load(newest_version_dir(models_dir / "sentiment"))
     files = {**manifest.files}
     for variant in variants.values():
         files |= {f: manifest.files["model.onnx"] for f in variant.graphs.values()}
@@ -44,7 +44,7 @@ def test_a_variant_that_is_not_served_says_why(models_dir):
 
 
 def test_a_variant_must_cover_every_graph_and_list_its_files(models_dir):
-    manifest = Manifest.load(models_dir / "sentiment" / "3")
+    manifest = Manifest.load(newest_version_dir(models_dir / "sentiment"))
     data = manifest.model_dump()
     data["precisions"] = {"int8": {"graphs": {"classifier": "missing.onnx"}, "method": "x", "device": "cpu"}}
     with pytest.raises(ValueError, match="not in files"):

@@ -17,7 +17,7 @@ ADDED_SINCE = {"translate": {"ema_decay": 0.0}, "sentiment": {"domains": [], "in
 # The profile of each member of the committed sentiment ensemble, in order (a member's
 # manifest names the profile it was run with, which for B was `full` plus --set values that
 # `full_pretrained` now holds).
-SENTIMENT_MEMBER_PROFILES = ["full", "full_pretrained"]
+SENTIMENT_MEMBER_PROFILES = ["full_pretrained", "full_fine_foods", "full_pretrained_fine_foods"]
 
 
 def committed(task: str) -> Manifest:

@@ -89,7 +89,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
         meta = data.load_meta()
         written = manifest(
             "sentiment", version, staging, [GRAPH_FILE, TOKENIZER_FILE],
-            description=("Binary sentiment of English movie reviews: embedding -> bidirectional LSTM -> "
+            description=(f"Binary sentiment of English reviews ({trained_on(members)}): embedding -> bidirectional LSTM -> "
                          "pooling over valid positions -> linear"
                          + (f"; {len(members)} such classifiers, their probabilities averaged."
                             if len(members) > 1 else ".")),
@@ -103,7 +103,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             data=DataSource(
                 package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
                 license=meta["license"], splits=meta["splits"],
-                extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings") if k in meta},
+                extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings", "domains") if k in meta},
             ),
             hyperparameters=(hyperparameters(checkpoint) if len(members) == 1 else
                              {"ensemble": "mean of the members' probabilities",
@@ -116,6 +116,16 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             metrics={"parity_max_abs_diff": worst},
         )
         return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
+
+
+def trained_on(members: list[tuple[SentimentLSTM, dict[str, Any]]]) -> str:
+    """What the members were trained on, for the description: movie reviews, and each other
+    domain (train.domains) with how many members saw it."""
+    said = ["trained on movie reviews"]
+    for name in sorted({n for _, checkpoint in members for n in checkpoint["config"]["train"].get("domains", [])}):
+        seen = sum(name in checkpoint["config"]["train"].get("domains", []) for _, checkpoint in members)
+        said.append(f"{name} reviews" + (f" for {seen} of {len(members)} members" if len(members) > 1 else ""))
+    return ", and ".join(said)
 
 
 def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
