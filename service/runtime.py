@@ -6,6 +6,7 @@ provider in use is always read back from the session, never assumed from configu
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import logging
@@ -23,17 +24,45 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+# A one-node ONNX model (Identity on a float tensor, opset 13), kept as bytes so that asking
+# ONNX Runtime whether CUDA really loads here needs no `onnx` package (tests/service/
+# test_runtime.py builds it again with onnx.helper and compares).
+PROBE_MODEL = base64.b64decode(
+    "CAgSCHNlcXNlcnZlOjsKEAoBeBIBeSIISWRlbnRpdHkSBXByb2JlWg8KAXgSCgoICAESBAoCCAFiDwoBeRIKCggIARIECgIIAUIECgAQDQ==")
+
+
+@functools.cache
+def cuda_loads(device_id: int = 0, show_reasons: bool = False) -> bool:
+    """Whether ONNX Runtime's CUDA provider really runs here: onnxruntime-gpu lists it as
+    available on any host, and only a session says whether its libraries and a GPU are there.
+    ONNX Runtime's own lines about a failed load are shown only with `show_reasons`."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    preload_cuda_libraries()
+    ort.set_default_logger_severity(ORT_SEVERITY["debug"] if show_reasons else FATAL_ONLY)
+    try:
+        probe = ort.InferenceSession(PROBE_MODEL, providers=[(CUDA, {"device_id": str(device_id)}), CPU])
+    finally:
+        ort.set_default_logger_severity(ERRORS_ONLY)
+    if probe.get_providers()[0] == CUDA:
+        return True
+    log.warning("the CUDA provider cannot run here (no GPU, or no CUDA 13 / cuDNN 9 libraries): sessions run "
+                "on the CPU; SEQSERVE_DEVICE=cpu says so up front, SEQSERVE_LOG_LEVEL=debug shows ONNX Runtime's reasons")
+    return False
+
+
 def requested_providers(settings: Settings) -> list:
     cpu = [CPU]
     if settings.device == "cpu":
         return cpu
-    if settings.device == "auto" and CUDA not in ort.get_available_providers():
+    if settings.device == "auto" and not cuda_loads(settings.cuda_device_id, settings.log_level.lower() == "debug"):
         return cpu
     return [(CUDA, cuda_options(settings))] + cpu
 
 
 def planned_device(settings: Settings) -> str:
-    """"cuda" or "cpu": where sessions will be asked to run (a failed CUDA load still ends on the CPU)."""
+    """"cuda" or "cpu": where sessions will run (with device=cuda, a failed CUDA load makes the
+    model not ready rather than quietly slow)."""
     return "cuda" if requested_providers(settings)[0] != CPU else "cpu"
 
 
@@ -80,7 +109,6 @@ ERRORS_ONLY, FATAL_ONLY = 3, 4
 
 def create_session(path: Path, settings: Settings, threads: int = 0) -> ort.InferenceSession:
     """A session for `path`; `threads` (if set) overrides INTRA_OP_THREADS."""
-    debug = settings.log_level.lower() == "debug"
     ort.set_default_logger_severity(ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY))
     if settings.device != "cpu":
         preload_cuda_libraries()
@@ -92,21 +120,13 @@ def create_session(path: Path, settings: Settings, threads: int = 0) -> ort.Infe
     # Runtime's alone, a loss here, where the event loop and tokenisation need them too.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
     options.log_severity_level = ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY)
-    if settings.device == "auto" and not debug:
-        # Trying CUDA on a host without it is expected here, not an error: ONNX Runtime's own
-        # lines about it are silenced, and the warning below says what happened.
-        ort.set_default_logger_severity(FATAL_ONLY)
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=requested_providers(settings))
-    finally:
-        ort.set_default_logger_severity(ORT_SEVERITY.get(settings.log_level.lower(), ERRORS_ONLY))
+    providers = requested_providers(settings)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     in_use = session.get_providers()
     if settings.device == "cuda" and in_use[0] != CUDA:
         raise DeviceUnavailable(f"device=cuda, but ONNX Runtime runs {path.name} on {in_use[0]} "
                                 f"(available: {', '.join(ort.get_available_providers())})")
-    if settings.device == "auto" and in_use[0] != CUDA and CUDA in ort.get_available_providers():
-        # onnxruntime-gpu on a host without a GPU or without the CUDA 13 / cuDNN 9 libraries.
-        log.warning("CUDA provider could not be loaded for %s (no GPU, or no CUDA 13 / cuDNN 9 libraries); "
-                    "running on the CPU. SEQSERVE_LOG_LEVEL=debug shows ONNX Runtime's own messages", path.name)
+    if providers[0] != CPU and in_use[0] != CUDA:  # the probe passed, this graph did not
+        log.warning("CUDA provider could not be loaded for %s; running it on the CPU", path.name)
     log.info("session %s on %s", path, in_use[0])
     return session
