@@ -227,7 +227,10 @@ def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path, pr
         raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining (pretrain.epochs > 0)")
     if (run_dir / "tokenizer.json").read_bytes() != tokenizer_path.read_bytes():
         raise SystemExit(f"train.init_from: {run_dir} has another tokenizer than this run")
-    model.load_state_dict(checkpoints.load(run_dir / checkpoints.BEST)["model"])
+    try:
+        model.load_state_dict(checkpoints.load(run_dir / checkpoints.BEST)["model"])
+    except RuntimeError as error:  # another size or readout: say so, not a traceback
+        raise SystemExit(f"train.init_from: {run_dir}'s weights do not fit this run's network: {error}") from None
 
 
 def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) -> int:
