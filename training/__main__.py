@@ -72,8 +72,8 @@ def parser() -> argparse.ArgumentParser:
                         help="replace the version if it exists (the old one is removed only once the new one "
                              "is in place)")
     export.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="RUN_DIR",
-                        help="sentiment, translate: ensemble this run's best checkpoint with the run's (same "
-                             "tokenizer; repeatable)")
+                        help="sentiment, translate: this run's best checkpoint joins --run-dir's as a member "
+                             "of one ensemble (same tokenizer; repeatable)")
 
     evaluate = add("evaluate", "evaluate an exported model on the test split")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         task_export = import_module(f"training.{args.task}.export")
         if args.graph not in getattr(task_export, "GRAPHS", {}):
             raise SystemExit(f"{args.task} has no graph {args.graph!r} to export in its own process")
+        if args.ensemble_with and args.task != "translate":
+            raise SystemExit(f"{args.task}'s graphs are exported one run at a time (no --ensemble-with)")
         members = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
         task_export.export_graph(args.run_dir, args.graph, args.path, **members)
         return 0

@@ -23,6 +23,23 @@ def test_the_probe_model_is_a_one_node_identity_graph():
     assert model.SerializeToString() == runtime.PROBE_MODEL
 
 
+def test_a_listed_cuda_provider_that_cannot_run_is_not_cuda(monkeypatch):
+    """What onnxruntime-gpu does on a host without a GPU or without CUDA 13: it lists the
+    provider, and a session falls back to the CPU. (Here the list is made to say CUDA, so the
+    probe runs on any host; on one where CUDA does run, there is nothing to check.)"""
+    import onnxruntime as ort
+
+    if runtime.cuda_loads():
+        pytest.skip("CUDA runs on this host")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [runtime.CUDA, runtime.CPU])
+    runtime.cuda_loads.cache_clear()
+    try:
+        assert runtime.cuda_loads() is False
+        assert runtime.planned_device(Settings(device="auto")) == "cpu"
+    finally:
+        runtime.cuda_loads.cache_clear()
+
+
 def test_auto_plans_the_device_the_probe_finds(models_dir):
     settings = Settings(models_dir=models_dir, device="auto", precision="auto")
     loads = runtime.cuda_loads(settings.cuda_device_id)

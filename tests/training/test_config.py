@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from training.config import CONFIG_DIR, load_config
 
-PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods", "full_pretrained_fine_foods"], "music": ["smoke", "full"],
-            "translate": ["smoke", "full", "full_ema"]}
+PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods", "full_pretrained_fine_foods"],
+            "music": ["smoke", "full"], "translate": ["smoke", "full", "full_ema"]}
 
 
 def plain_merge(task: str, profile: str) -> dict:

@@ -24,6 +24,7 @@ class Domain(Artifact):
     labels: dict[str, Literal[0, 1]]
     training_member: str = ""
     training_sha256: str = ""
+    group_column: str = ""      # what a review is about (a product): training rows about an evaluated one are dropped
 
     def training_table(self) -> Artifact | None:
         if not self.training_member:
@@ -76,7 +77,7 @@ class Train(Section):
     ema_decay: Fraction
     oversample: dict[str, Positive]
     domains: list[str] = []     # [domains] whose training table joins training (see data.load_domain_training)
-    init_from: str = ""         # a run directory whose best weights start this run (fine-tuning); "" none
+    init_from: str = ""         # a run folder whose best weights start this run (fine-tuning); "" none
     max_epochs: Count
     patience: Count
     max_seconds: Seconds

@@ -121,23 +121,26 @@ def domain_training_path(name: str, split: str) -> Path:
     return data_dir() / f"domain_{name}_{split}.jsonl.gz"
 
 
-def _domain_rows(blob: bytes, domain: Domain) -> tuple[int, list[dict[str, Any]]]:
-    """A pickled (xz) table's reviews, cleaned as the training text is, labels mapped."""
+def _domain_rows(blob: bytes, domain: Domain) -> tuple[int, list[dict[str, Any]], list[str]]:
+    """A pickled (xz) table's reviews, cleaned as the training text is, labels mapped; and
+    what each is about (`group_column`; "" without one)."""
     import pandas  # the tables are pickled DataFrames; only this step needs pandas
 
     table = pandas.read_pickle(io.BytesIO(lzma.decompress(blob)))
-    rows = [{"text": clean(str(text)), "label": domain.labels[str(label)]}
-            for text, label in zip(table[domain.text_column], table[domain.label_column])
+    groups = table[domain.group_column] if domain.group_column else [""] * len(table)
+    kept = [({"text": clean(str(text)), "label": domain.labels[str(label)]}, str(group))
+            for text, label, group in zip(table[domain.text_column], table[domain.label_column], groups)
             if str(label) in domain.labels]
-    return len(table), [row for row in rows if row["text"]]
+    kept = [(row, group) for row, group in kept if row["text"]]
+    return len(table), [row for row, _ in kept], [group for _, group in kept]
 
 
 def prepare_domain(name: str, domain: Domain, seed: int = 0, validation_fraction: float = 0.1) -> dict[str, Any]:
     """Fetch and verify another domain's reviews, clean them as the training text is cleaned,
     map their labels; write them to the cache (evaluation only: nothing trains on them).
     Where the domain has a training table, also write it, split into train and validation by
-    label (seeded), without any review whose text is among the evaluated ones."""
-    in_file, rows = _domain_rows(pinned_member(domain), domain)
+    label (seeded), without any review about an evaluated product or with an evaluated text."""
+    in_file, rows, groups = _domain_rows(pinned_member(domain), domain)
     stored.write_split(domain_path(name), rows)
     described = {"package": domain.package, "version": domain.version, "file": domain.member,
                  "sha256": domain.sha256, "license": domain.license, "description": domain.description,
@@ -145,15 +148,17 @@ def prepare_domain(name: str, domain: Domain, seed: int = 0, validation_fraction
                  "by_label": dict(sorted(Counter(row["label"] for row in rows).items()))}
     table = domain.training_table()
     if table is not None:
-        in_training_file, training_rows = _domain_rows(pinned_member(table), domain)
-        evaluated = {row["text"] for row in rows}
-        kept = [{**row, "source": name} for row in training_rows if row["text"] not in evaluated]
+        in_training_file, training_rows, training_groups = _domain_rows(pinned_member(table), domain)
+        evaluated, evaluated_groups = {row["text"] for row in rows}, set(groups) - {""}
+        same_group = [group in evaluated_groups for group in training_groups]
+        kept = [{**row, "source": name} for row, shared in zip(training_rows, same_group)
+                if not shared and row["text"] not in evaluated]
         parts = stratified_split(kept, seed, validation_fraction, 0.0)
         for split in ("train", "validation"):
             stored.write_split(domain_training_path(name, split), parts[split])
         described["training_table"] = {
             "file": table.member, "sha256": table.sha256, "rows_in_file": in_training_file,
-            "dropped_as_evaluated": len(training_rows) - len(kept),
+            "dropped_as_evaluated": len(training_rows) - len(kept), "about_an_evaluated_group": sum(same_group),
             "splits": {split: len(parts[split]) for split in ("train", "validation")}}
     return described
 
@@ -164,8 +169,8 @@ def load_domain_training(name: str) -> dict[str, list[dict[str, Any]]]:
     config = load_config(TASK)
     if name not in config.domains or config.domains[name].training_table() is None:
         raise SystemExit(f"train.domains names {name!r}, which has no training table in training/configs/sentiment.toml")
-    if not domain_training_path(name, "train").is_file():
-        prepare_domain(name, config.domains[name], config.data.seed, config.data.validation_fraction)
+    if not domain_training_path(name, "train").is_file():  # the data step writes it, and meta.json says so
+        raise SystemExit(f"{domain_training_path(name, 'train')} is missing: run `python -m training data sentiment`")
     return {split: stored.read_split(domain_training_path(name, split)) for split in ("train", "validation")}
 
 

@@ -1,7 +1,7 @@
 """Sentiment training: a word-level tokenizer from the training split (optionally with GloVe
 words and vectors), optionally language-model pretraining of the embedding and both LSTMs,
-then the classifier, validated as an EMA of its weights by accuracy, both sources weighed
-alike. Both phases run in the one loop (`training.loop`): pretraining checkpoints in
+then the classifier, validated as an EMA of its weights by accuracy, every source (IMDB, Rotten
+Tomatoes, and any other domain trained on) weighed alike. Both phases run in the one loop (`training.loop`): pretraining checkpoints in
 pretrain.pt, the classifier in last.pt and best.pt."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training import checkpoints
+from training.config import REPO_ROOT
 from training.batching import length_bucketed_batches, subsample
 from training.loop import Loop, Steps, start_run
 from training.sentiment import data
@@ -51,8 +52,8 @@ def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[l
         for i, label in zip(batch, predicted):
             correct.setdefault(rows[i]["source"], []).append(int(label == rows[i]["label"]))
     scores = {source: sum(hits) / len(hits) for source, hits in sorted(correct.items())}
-    # Early stopping weighs both sources alike: the short sentences are a third of the data
-    # but half of what the model must be good at.
+    # Early stopping weighs the sources alike: the short sentences are a third of the data but
+    # as much of what the model must be good at as the long reviews (and so is another domain).
     scores["mean_of_sources"] = sum(scores.values()) / len(scores)
     return scores
 
@@ -130,6 +131,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     # --resume continues the fine-tuning if it has begun, else the language-model pretraining.
     resume_fine_tuning = resume and (not pretraining or last.is_file())
     resume_from = last if resume_fine_tuning else run_dir / PRETRAIN_CHECKPOINT if resume else None
+    initial = initial_run(settings.init_from, pretraining) if settings.init_from and not resume_fine_tuning else None
     device_ = start_run(settings.seed, run_dir, device, resume_from)
 
     splits = data.load_splits()
@@ -153,6 +155,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
         encoder = TextEncoder(tokenizer, truncation)
     # Other domains join after the tokenizer is built: the vocabulary stays the film reviews',
     # so this model can share one tokenizer (and one ensemble graph) with film-only ones.
+    # train_examples / validation_examples cap the film rows and each domain's rows apart.
     for name in settings.domains:
         domain = data.load_domain_training(name)
         train_rows = train_rows + subsample(domain["train"], settings.train_examples, settings.seed)
@@ -168,8 +171,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     }
     model = SentimentLSTM(**model_args)
     initialised = 0
-    if settings.init_from and not resume_fine_tuning:
-        start_from_run(model, Path(settings.init_from), tokenizer_path, pretraining)
+    if initial is not None:
+        start_from_run(model, initial, tokenizer_path)
     elif model_config.pretrained_embeddings and not resume_fine_tuning:
         initialised = load_pretrained_embeddings(model.embedding, encoder)
     if trained_words < encoder.vocab_size:
@@ -220,11 +223,22 @@ def pretrain_language_model(model: SentimentLSTM, encoder: TextEncoder, train_se
             "history": loop.state["history"]}
 
 
-def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path, pretraining: bool) -> None:
-    """Fine-tuning: start from another run's best weights, which must be this network with
-    this vocabulary (the same tokenizer file)."""
+def initial_run(init_from: str, pretraining: bool) -> Path:
+    """The run folder `train.init_from` names (a relative path from the repository root, where
+    `runs/` is by default), checked before any work."""
     if pretraining:
         raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining (pretrain.epochs > 0)")
+    run_dir = Path(init_from) if Path(init_from).is_absolute() else REPO_ROOT / init_from
+    missing = [name for name in (checkpoints.BEST, "tokenizer.json") if not (run_dir / name).is_file()]
+    if missing:
+        raise SystemExit(f"train.init_from: {run_dir} has no {' and no '.join(missing)}: train that run first "
+                         "(or --set train.init_from=<its folder>)")
+    return run_dir
+
+
+def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path) -> None:
+    """Fine-tuning: start from another run's best weights, which must be this network with
+    this vocabulary (the same tokenizer file)."""
     if (run_dir / "tokenizer.json").read_bytes() != tokenizer_path.read_bytes():
         raise SystemExit(f"train.init_from: {run_dir} has another tokenizer than this run")
     try:

@@ -54,3 +54,4 @@ def test_the_other_domains_training_table_never_holds_an_evaluated_review(data_c
     assert {r["label"] for r in table["validation"]} == {0, 1}
     described = data.load_meta()["domains"]["fine_foods"]["training_table"]
     assert described["dropped_as_evaluated"] == 7 and described["sha256"].startswith("6dec4b73")
+    assert described["about_an_evaluated_group"] == 0  # no product is in both tables
