@@ -41,7 +41,8 @@ def cuda_loads(device_id: int = 0, show_reasons: bool = False) -> bool:
     preload_cuda_libraries()
     ort.set_default_logger_severity(ORT_SEVERITY["debug"] if show_reasons else FATAL_ONLY)
     try:
-        in_use = ort.InferenceSession(PROBE_MODEL, providers=[(CUDA, {"device_id": str(device_id)}), CPU]).get_providers()
+        probe = ort.InferenceSession(PROBE_MODEL, providers=[(CUDA, {"device_id": str(device_id)}), CPU])
+        in_use = probe.get_providers()
     except Exception as error:  # e.g. a device id the driver does not have
         log.warning("the CUDA provider's probe failed: %s", error)
         in_use = [CPU]
@@ -49,8 +50,9 @@ def cuda_loads(device_id: int = 0, show_reasons: bool = False) -> bool:
         ort.set_default_logger_severity(ORT_SEVERITY["debug"] if show_reasons else ERRORS_ONLY)
     if in_use[0] == CUDA:
         return True
-    log.warning("the CUDA provider cannot run here (no GPU, or no CUDA 13 / cuDNN 9 libraries): sessions run "
-                "on the CPU; SEQSERVE_DEVICE=cpu says so up front, SEQSERVE_LOG_LEVEL=debug shows ONNX Runtime's reasons")
+    log.warning("the CUDA provider cannot run here (no GPU, or no CUDA 13 / cuDNN 9 libraries): sessions "
+                "run on the CPU; SEQSERVE_DEVICE=cpu says so up front, SEQSERVE_LOG_LEVEL=debug shows "
+                "ONNX Runtime's reasons")
     return False
 
 

@@ -168,7 +168,8 @@ def load_domain_training(name: str) -> dict[str, list[dict[str, Any]]]:
     name}), for a profile that trains on it (`train.domains`)."""
     config = load_config(TASK)
     if name not in config.domains or config.domains[name].training_table() is None:
-        raise SystemExit(f"train.domains names {name!r}, which has no training table in training/configs/sentiment.toml")
+        raise SystemExit(f"train.domains names {name!r}, which has no training table in "
+                         "training/configs/sentiment.toml")
     if not domain_training_path(name, "train").is_file():  # the data step writes it, and meta.json says so
         raise SystemExit(f"{domain_training_path(name, 'train')} is missing: run `python -m training data sentiment`")
     return {split: stored.read_split(domain_training_path(name, split)) for split in ("train", "validation")}

@@ -89,8 +89,8 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
         meta = data.load_meta()
         written = manifest(
             "sentiment", version, staging, [GRAPH_FILE, TOKENIZER_FILE],
-            description=(f"Binary sentiment of English reviews ({trained_on(members)}): embedding -> bidirectional LSTM -> "
-                         "pooling over valid positions -> linear"
+            description=(f"Binary sentiment of English reviews ({trained_on(members)}): embedding -> "
+                         "bidirectional LSTM -> pooling over valid positions -> linear"
                          + (f"; {len(members)} such classifiers, their probabilities averaged."
                             if len(members) > 1 else ".")),
             graphs={"classifier": GraphSpec(file=GRAPH_FILE, inputs=inputs, outputs=outputs)},
@@ -103,7 +103,8 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             data=DataSource(
                 package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
                 license=meta["license"], splits=meta["splits"],
-                extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings", "domains") if k in meta},
+                extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings", "domains")
+                       if k in meta},
             ),
             hyperparameters=(hyperparameters(checkpoint) if len(members) == 1 else
                              {"ensemble": "mean of the members' probabilities",

@@ -1,8 +1,8 @@
 """Sentiment training: a word-level tokenizer from the training split (optionally with GloVe
 words and vectors), optionally language-model pretraining of the embedding and both LSTMs,
 then the classifier, validated as an EMA of its weights by accuracy, every source (IMDB, Rotten
-Tomatoes, and any other domain trained on) weighed alike. Both phases run in the one loop (`training.loop`): pretraining checkpoints in
-pretrain.pt, the classifier in last.pt and best.pt."""
+Tomatoes, and any other domain trained on) weighed alike. Both phases run in the one loop
+(`training.loop`): pretraining checkpoints in pretrain.pt, the classifier in last.pt and best.pt."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from torch import nn
 
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training import checkpoints
-from training.config import REPO_ROOT
 from training.batching import length_bucketed_batches, subsample
+from training.config import REPO_ROOT
 from training.loop import Loop, Steps, start_run
 from training.sentiment import data
 from training.sentiment.config import Config
@@ -227,7 +227,8 @@ def initial_run(init_from: str, pretraining: bool) -> Path:
     """The run folder `train.init_from` names (a relative path from the repository root, where
     `runs/` is by default), checked before any work."""
     if pretraining:
-        raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining (pretrain.epochs > 0)")
+        raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining "
+                         "(pretrain.epochs > 0)")
     run_dir = Path(init_from) if Path(init_from).is_absolute() else REPO_ROOT / init_from
     missing = [name for name in (checkpoints.BEST, "tokenizer.json") if not (run_dir / name).is_file()]
     if missing:

@@ -73,8 +73,8 @@ def export_graph(run_dir: Path, kind: str, path: Path, ensemble_with: list[Path]
                                     "h_next": {0: "batch"}, "attention": {0: "batch", 1: "source"}})
 
 
-def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceSession, step: ort.InferenceSession, codec,
-                           texts: list[str], steps: int = 30) -> float:
+def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceSession,
+                 step: ort.InferenceSession, codec, texts: list[str], steps: int = 30) -> float:
     """ORT vs torch: the encoder at batch 1 / length 1 and on a ragged batch (also against each
     text alone); then `steps` chained decoder steps on the ragged batch, each against torch's.
     Padded source positions must get exactly zero attention. Returns the largest difference."""

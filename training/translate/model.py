@@ -100,7 +100,8 @@ class TranslatorEnsemble(nn.Module):
         hs = [x.contiguous() for x in h.split(self.state_sizes, dim=-1)]
         cs = [x.contiguous() for x in c.split(self.state_sizes, dim=-1)]
         memories, keyss = memory.split(self.memory_sizes, dim=-1), keys.split(self.state_sizes, dim=-1)
-        outputs = [m.step(previous_token, *inputs, mask) for m, inputs in zip(self.members, zip(hs, cs, memories, keyss))]
+        outputs = [m.step(previous_token, *inputs, mask)
+                   for m, inputs in zip(self.members, zip(hs, cs, memories, keyss))]
         log_probs, h_next, c_next, attention = zip(*outputs)
         mean_log_probs = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(self.members))
         return mean_log_probs, torch.cat(h_next, dim=-1), torch.cat(c_next, dim=-1), torch.stack(attention).mean(dim=0)
