@@ -115,6 +115,30 @@ def staged_from_run(task: str, run_dir: Path, model_dir: Path, files: list[str],
         yield staging, export_in_fresh_processes(task, graphs, run_dir, staging, ensemble_with) if graphs else {}
 
 
+def check_one_tokenizer(run_dirs: list[Path], file: str) -> None:
+    """An ensemble's members must read text alike: refuse runs whose tokenizer files differ."""
+    if len({(Path(path) / file).read_bytes() for path in run_dirs}) > 1:
+        raise SystemExit("an ensemble's members must share one tokenizer: "
+                         + ", ".join(str(Path(path) / file) for path in run_dirs) + " differ")
+
+
+def trained_as(checkpoints: list[dict[str, Any]], summaries: list[dict[str, Any]], averaged: str) -> dict[str, Any]:
+    """A manifest's `hyperparameters` and `training` for one run (its checkpoint and
+    training.json), or for an ensemble of runs, whose outputs are averaged as `averaged`."""
+    def settings(checkpoint: dict[str, Any]) -> dict[str, Any]:  # a config as saved: a plain dict
+        config = checkpoint["config"]
+        pretrain = config.get("pretrain", {})
+        return {"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
+                "profile": config["profile"], **({"pretrain": pretrain} if pretrain.get("epochs") else {})}
+
+    if len(checkpoints) == 1:
+        return {"hyperparameters": settings(checkpoints[0]), "training": summaries[0]}
+    # every member's training, language-model pretraining included
+    seconds = sum(s["seconds"] + (s.get("language_model_pretraining") or {}).get("seconds", 0) for s in summaries)
+    return {"hyperparameters": {"ensemble": averaged, "members": [settings(c) for c in checkpoints]},
+            "training": {"hardware": summaries[0]["hardware"], "members": summaries, "seconds": round(seconds, 1)}}
+
+
 def manifest(task: str, version: str, staging: Path, files: list[str], **fields: Any) -> Manifest:
     """A version's manifest with the fields every task's share filled in (the files' sizes
     and hashes as staged, the export's opset and library versions, the time)."""

@@ -135,7 +135,7 @@ def _domain_rows(blob: bytes, domain: Domain) -> tuple[int, list[dict[str, Any]]
     return len(table), [row for row, _ in kept], [group for _, group in kept]
 
 
-def prepare_domain(name: str, domain: Domain, seed: int = 0, validation_fraction: float = 0.1) -> dict[str, Any]:
+def prepare_domain(name: str, domain: Domain, seed: int, validation_fraction: float) -> dict[str, Any]:
     """Fetch and verify another domain's reviews, clean them as the training text is cleaned,
     map their labels; write them to the cache (evaluation only: nothing trains on them).
     Where the domain has a training table, also write it, split into train and validation by

@@ -16,8 +16,8 @@ from seqserve.manifest import DataSource, GraphSpec, Manifest
 from seqserve.sentiment import LABELS
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training.checkpoints import load_best
-from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, cpu_session, export_graph, manifest,
-                                  signature, staged_from_run)
+from training.onnx_export import (PARITY_ATOL, check_one_tokenizer, check_symbolic_axes, cpu_session, export_graph,
+                                  manifest, signature, staged_from_run, trained_as)
 from training.sentiment import data
 from training.sentiment.evaluate import QUALITY, evaluate
 from training.sentiment.model import SentimentEnsemble, SentimentLSTM
@@ -62,10 +62,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
     those runs' best checkpoints (which must share its tokenizer)."""
     run_dirs = [run_dir, *ensemble_with]
     members = [load_best(path, SentimentLSTM) for path in run_dirs]
-    tokenizers = {(path / TOKENIZER_FILE).read_bytes() for path in run_dirs}
-    if len(tokenizers) > 1:
-        raise SystemExit("an ensemble's members must share one tokenizer: "
-                         + ", ".join(str(path / TOKENIZER_FILE) for path in run_dirs) + " differ")
+    check_one_tokenizer(run_dirs, TOKENIZER_FILE)
     model = members[0][0] if len(members) == 1 else SentimentEnsemble([m for m, _ in members]).eval()
     checkpoint = members[0][1]
     config = checkpoint["config"]
@@ -106,14 +103,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
                 extra={k: meta[k] for k in ("seed", "by_source", "duplicates_removed", "embeddings", "domains")
                        if k in meta},
             ),
-            hyperparameters=(hyperparameters(checkpoint) if len(members) == 1 else
-                             {"ensemble": "mean of the members' probabilities",
-                              "members": [hyperparameters(c) for _, c in members]}),
-            training=(summaries[0] if len(members) == 1 else
-                      {"hardware": summaries[0]["hardware"], "members": summaries,
-                       # every member's training, language-model pretraining included
-                       "seconds": round(sum(s["seconds"] + (s.get("language_model_pretraining") or {}).get("seconds", 0)
-                                            for s in summaries), 1)}),
+            **trained_as([c for _, c in members], summaries, "mean of the members' probabilities"),
             metrics={"parity_max_abs_diff": worst},
         )
         return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
@@ -127,11 +117,3 @@ def trained_on(members: list[tuple[SentimentLSTM, dict[str, Any]]]) -> str:
         seen = sum(name in checkpoint["config"]["train"].get("domains", []) for _, checkpoint in members)
         said.append(f"{name} reviews" + (f" for {seen} of {len(members)} members" if len(members) > 1 else ""))
     return ", and ".join(said)
-
-
-def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a member was trained with, from its checkpoint (a config as saved: a plain dict)."""
-    config = checkpoint["config"]
-    pretrain = config.get("pretrain", {})
-    return {"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
-            "profile": config["profile"], **({"pretrain": pretrain} if pretrain.get("epochs") else {})}

@@ -16,8 +16,8 @@ import torch
 from seqserve.manifest import DataSource, Manifest
 from seqserve.translation import SubwordCodec, beam_search
 from training.checkpoints import load_best
-from training.onnx_export import (PARITY_ATOL, check_symbolic_axes, graph_specs, manifest,
-                                  relabel_output_axes, staged_from_run)
+from training.onnx_export import (PARITY_ATOL, check_one_tokenizer, check_symbolic_axes, graph_specs, manifest,
+                                  relabel_output_axes, staged_from_run, trained_as)
 from training.onnx_export import export_graph as dynamo_export
 from training.translate import data
 from training.translate.evaluate import QUALITY, evaluate
@@ -34,9 +34,8 @@ def load_translator(run_dir: Path, ensemble_with: list[Path] = ()) -> tuple[Tran
     """The run's best checkpoint as a model, or with `ensemble_with` the ensemble of it and
     those runs' (which must share its tokenizer); and every member's checkpoint."""
     run_dirs = [Path(run_dir), *map(Path, ensemble_with)]
-    if len(run_dirs) > 1 and len({(path / TOKENIZER_FILE).read_bytes() for path in run_dirs}) > 1:
-        raise SystemExit("an ensemble's members must share one tokenizer: "
-                         + ", ".join(str(path / TOKENIZER_FILE) for path in run_dirs) + " differ")
+    if len(run_dirs) > 1:
+        check_one_tokenizer(run_dirs, TOKENIZER_FILE)
     members = [load_best(path, Translator) for path in run_dirs]
     model = members[0][0] if len(members) == 1 else TranslatorEnsemble([m for m, _ in members]).eval()
     return model, [checkpoint for _, checkpoint in members]
@@ -144,9 +143,8 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
     """Export the run's best checkpoint; with `ensemble_with`, graphs that decode with it and
     those runs' best checkpoints together (`TranslatorEnsemble`)."""
     model, checkpoints = load_translator(run_dir, ensemble_with)
-    checkpoint, config = checkpoints[0], checkpoints[0]["config"]
+    config = checkpoints[0]["config"]
     summaries = [json.loads((Path(path) / "training.json").read_text()) for path in [run_dir, *ensemble_with]]
-    ensemble = len(checkpoints) > 1
     with staged_from_run("translate", run_dir, model_dir, [TOKENIZER_FILE], force, GRAPHS,
                          ensemble_with) as (staging, sessions):
         codec = SubwordCodec.from_file(staging / TOKENIZER_FILE, config["tokenizer"]["max_source_tokens"])
@@ -164,7 +162,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             description="English -> Spanish: bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, "
                         "one shared BPE vocabulary and tied embeddings"
                         + (f"; {len(checkpoints)} such translators decoding together, their next-token "
-                           "probabilities averaged." if ensemble else "."),
+                           "probabilities averaged." if len(checkpoints) > 1 else "."),
             graphs=graphs,
             preprocessing={"tokenizer": TOKENIZER_FILE, "max_source_tokens": codec.max_source_tokens,
                            "special_tokens": {"pad": codec.pad_id, "unk": codec.unk_id, "bos": codec.bos_id,
@@ -174,19 +172,7 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             data=DataSource(package=meta["package"], version=meta["version"], file=meta["file"], sha256=meta["sha256"],
                             license=meta["license"], splits=meta["splits"],
                             extra={k: meta[k] for k in ("seed", "split_pairs", "english_sentences", "pairs_kept")}),
-            hyperparameters=(hyperparameters(checkpoint) if not ensemble else
-                             {"ensemble": "mean of the members' next-token probabilities",
-                              "members": [hyperparameters(c) for c in checkpoints]}),
-            training=(summaries[0] if not ensemble else
-                      {"hardware": summaries[0]["hardware"], "members": summaries,
-                       "seconds": round(sum(s["seconds"] for s in summaries), 1)}),
+            **trained_as(checkpoints, summaries, "mean of the members' next-token probabilities"),
             metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
         )
         return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
-
-
-def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a member was trained with, from its checkpoint (a config as saved: a plain dict)."""
-    config = checkpoint["config"]
-    return {"model": checkpoint["model_args"], "train": config["train"], "tokenizer": config["tokenizer"],
-            "profile": config["profile"]}
