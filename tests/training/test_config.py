@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 from training.config import CONFIG_DIR, load_config
 
 PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods", "full_pretrained_fine_foods"],
-            "music": ["smoke", "full"], "translate": ["smoke", "full", "full_ema"]}
+            "music": ["smoke", "full"], "translate": ["smoke", "full", "full_ema", "full_encoder2"]}
 
 
 def plain_merge(task: str, profile: str) -> dict:
@@ -64,7 +64,7 @@ def test_an_unknown_key_in_any_profile_is_refused_by_name_whichever_profile_is_l
     for profile in ("smoke", "full"):
         message = refusal("translate", profile, config_dir=folder)
         assert "[profiles.full]" in message and "model.hidden: unknown key" in message
-        assert "model has: embed_dim, encoder_hidden, decoder_hidden, dropout" in message
+        assert "model has: embed_dim, encoder_hidden, encoder_layers, decoder_hidden, dropout" in message
 
 
 def test_an_unknown_key_in_a_set_is_refused_by_name():

@@ -18,6 +18,7 @@ class Tokenizer(Section):
 class Model(Section):
     embed_dim: Positive
     encoder_hidden: Positive
+    encoder_layers: Positive
     decoder_hidden: Positive
     dropout: Fraction
 

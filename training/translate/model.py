@@ -1,7 +1,8 @@
 """English -> Spanish: a bidirectional LSTM encoder and an LSTM decoder with Luong attention.
 
-    encoder:  source ids -> embedding -> BiLSTM -> memory [B, S, 2He]
-              final states of both directions -> decoder's initial (h, c)
+    encoder:  source ids -> embedding -> BiLSTM (x encoder_layers, each reading the one
+              below) -> memory [B, S, 2He]
+              the top layer's final states of both directions -> decoder's initial (h, c)
     decoder:  previous token -> embedding -> LSTM -> h_t
               score(h_t, m_s) = h_t . W m_s  ("general" attention; W m_s is precomputed once
               per sentence as `keys`), padded source positions masked out
@@ -26,13 +27,16 @@ from training.recurrent import BidirectionalLSTM
 
 class Translator(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int, encoder_hidden: int, decoder_hidden: int,
-                 dropout: float = 0.3, pad_id: int = 0):
+                 dropout: float = 0.3, pad_id: int = 0, encoder_layers: int = 1):
         super().__init__()
         memory_dim = 2 * encoder_hidden
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         nn.init.normal_(self.embedding.weight, std=embed_dim ** -0.5)
         self.dropout = nn.Dropout(dropout)
         self.encoder = BidirectionalLSTM(embed_dim, encoder_hidden)
+        # Layers above the first are named apart, so one-layer checkpoints (translate/1) load as they are.
+        self.upper_encoders = nn.ModuleList(BidirectionalLSTM(memory_dim, encoder_hidden)
+                                            for _ in range(encoder_layers - 1))
         self.initial_h = nn.Linear(memory_dim, decoder_hidden)
         self.initial_c = nn.Linear(memory_dim, decoder_hidden)
         self.decoder = nn.LSTM(embed_dim, decoder_hidden, batch_first=True)
@@ -43,6 +47,8 @@ class Translator(nn.Module):
     def encode(self, source_ids: torch.Tensor, source_lengths: torch.Tensor):
         """-> memory [B, S, 2He], keys [B, S, Hd], h0 [B, Hd], c0 [B, Hd]."""
         memory, final = self.encoder(self.dropout(self.embedding(source_ids)), source_lengths)
+        for layer in self.upper_encoders:
+            memory, final = layer(self.dropout(memory), source_lengths)
         memory = self.dropout(memory)
         return memory, self.attention_keys(memory), torch.tanh(self.initial_h(final)), self.initial_c(final)
 

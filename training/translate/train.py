@@ -97,7 +97,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
                   [[row["spanish"][0] for row in validation_rows]])
 
     model_args = {"vocab_size": codec.vocab_size, "embed_dim": model_config.embed_dim,
-                  "encoder_hidden": model_config.encoder_hidden, "decoder_hidden": model_config.decoder_hidden,
+                  "encoder_hidden": model_config.encoder_hidden,
+                  "encoder_layers": model_config.encoder_layers, "decoder_hidden": model_config.decoder_hidden,
                   "dropout": model_config.dropout, "pad_id": codec.pad_id}
     model = Translator(**model_args).to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)

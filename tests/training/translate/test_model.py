@@ -1,4 +1,5 @@
-"""The translation ensemble: its next-token distribution is the mean of its members', its
+"""The translator's stacked encoder reads each source as it would alone; the translation
+ensemble: its next-token distribution is the mean of its members', its
 states are theirs side by side, and an ensemble of one translator with itself is that
 translator."""
 
@@ -56,3 +57,19 @@ def test_an_ensemble_of_a_translator_with_itself_is_that_translator():
     both = ensemble.step(previous, both_state[2], both_state[3], both_state[0], both_state[1], mask)
     torch.testing.assert_close(both[0], alone[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(both[3], alone[3])
+
+
+@torch.no_grad()
+def test_a_stacked_encoder_reads_each_source_of_a_ragged_batch_as_it_would_alone():
+    torch.manual_seed(1)
+    deep = Translator(50, 8, 6, 10, dropout=0.0, encoder_layers=2).eval()
+    assert len(deep.upper_encoders) == 1 and len(Translator(50, 8, 6, 10).upper_encoders) == 0
+    ids, lengths, _, _ = inputs()
+    memory, keys, h, c = deep.encode(ids, lengths)
+    short, short_keys, short_h, short_c = deep.encode(ids[1:, :2], lengths[1:])
+    torch.testing.assert_close(memory[1:, :2], short, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h[1:], short_h, atol=1e-6, rtol=0)
+    torch.testing.assert_close(c[1:], short_c, atol=1e-6, rtol=0)
+    one_layer = Translator(50, 8, 6, 10, dropout=0.0).eval()
+    one_layer.load_state_dict({k: v for k, v in deep.state_dict().items() if not k.startswith("upper_encoders")})
+    assert not torch.allclose(one_layer.encode(ids, lengths)[0], memory), "the second layer takes part"
