@@ -6,6 +6,10 @@
     python -m training evaluate sentiment --json  evaluate the exported ONNX model (--precision int8: its INT8 graphs)
     python -m training quantize sentiment         add (or redo) the INT8 graphs of a version: quantize, evaluate, judge
 
+To choose between translation candidates without looking at the test split: `export
+translate --candidate --model-dir DIR` (graphs checked, not evaluated), then `evaluate
+translate --split validation --model-dir DIR`.
+
 Tasks: sentiment, music, translate; each is a package, training/<task>/, whose modules data,
 train, export and evaluate are these steps.
 
@@ -74,11 +78,16 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="RUN_DIR",
                         help="sentiment, translate: this run's best checkpoint joins --run-dir's as a member "
                              "of one ensemble (same tokenizer; repeatable)")
+    export.add_argument("--candidate", action="store_true",
+                        help="translate: check the graphs but do not evaluate them on the test split (no metrics, "
+                             "no INT8 graphs), to choose on validation; needs a --model-dir outside the models folder")
 
     evaluate = add("evaluate", "evaluate an exported model on the test split")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples (sentiment: of each source)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--split", default="test", choices=("test", "validation"),
+                          help="translate: the split scored (default test; validation to choose between candidates)")
     evaluate.add_argument("--precision", default="fp32", choices=PRECISIONS,
                           help="the version's graphs in this precision (default fp32)")
     evaluate.add_argument("--record", action="store_true",
@@ -128,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                           "reason": variant.reason}, indent=2))
     elif args.step == "evaluate":
         model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
-        if args.record and (args.limit or args.precision != "fp32"):
-            raise SystemExit("--record writes the fp32 figures of the whole test split: no --limit, no --precision")
-        metrics = step.evaluate(model_dir, limit=args.limit, precision=args.precision)
+        if args.record and (args.limit or args.precision != "fp32" or args.split != "test"):
+            raise SystemExit("--record writes the fp32 figures of the whole test split: no --limit, --precision, "
+                             "--split")
+        if args.split != "test" and args.task != "translate":
+            raise SystemExit(f"--split is for translate; {args.task} is chosen on its validation split in training")
+        split = {"split": args.split} if args.split != "test" else {}
+        metrics = step.evaluate(model_dir, limit=args.limit, precision=args.precision, **split)
         if args.record:
             manifest = Manifest.load(model_dir)
             manifest.metrics |= metrics
@@ -147,6 +160,13 @@ def export(args: argparse.Namespace, task_export, run_dir: Path) -> None:
     """Pick the version (refusing an existing one before any work), export, say what is served."""
     if args.ensemble_with and args.task not in ("sentiment", "translate"):
         raise SystemExit("--ensemble-with is for sentiment and translate only")
+    if args.candidate:
+        if args.task != "translate":
+            raise SystemExit("--candidate is for translate only")
+        served_from = models_dir().resolve()
+        if args.model_dir is None or args.model_dir.resolve().is_relative_to(served_from):
+            raise SystemExit(f"a candidate has no test metrics and must not be served: pass a --model-dir outside "
+                             f"{served_from}")
     if args.model_dir:
         model_dir = args.model_dir.absolute()
         version = args.version or model_dir.name
@@ -169,12 +189,17 @@ def export(args: argparse.Namespace, task_export, run_dir: Path) -> None:
     replacing = model_dir.exists()
     print(f"exporting {args.task} version {version} to {model_dir}"
           + (" (replacing the version there, --force)" if replacing else ""), flush=True)
-    extra = {"ensemble_with": args.ensemble_with} if args.ensemble_with else {}
+    extra = ({"ensemble_with": args.ensemble_with} if args.ensemble_with else {}) | \
+        ({"candidate": True} if args.candidate else {})
     try:
         task_export.export(run_dir, model_dir, version=version, force=args.force, **extra)
     except VersionExists as error:  # appeared while exporting
         raise refused(error) from None
     print(f"wrote {args.task} version {version} to {model_dir}" + (" (replaced the old one)" if replacing else ""))
+    if args.candidate:
+        print(f"a candidate, not evaluated on the test split: `python -m training evaluate {args.task} --split "
+              f"validation --model-dir {model_dir}`")
+        return
     served = newest_version_dir(model_dir.parent)
     if served is not None and served.resolve() == model_dir.resolve():
         print(f"the service serves the highest version of each task: this one, {args.task}/{served.name} "

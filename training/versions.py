@@ -59,18 +59,20 @@ def staged(model_dir: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)  # already gone once published
 
 
-def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callable[..., dict[str, Any]],
+def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callable[..., dict[str, Any]] | None,
             force: bool = False, quality: Quality | None = None) -> Manifest:
     """Evaluate the staged graphs, write their metrics into the manifest, add the INT8 variant
-    (evaluated and judged against `quality`, the task's headline metrics), then rename the
+    (evaluated and judged against `quality`, the task's headline metrics; neither when
+    `evaluate` is None: a candidate, never a served version), then rename the
     staged folder into place as the version. An existing version is refused unless `force`;
     then it is moved aside, and removed only after the new version is in place (put back if
     that rename fails). Nothing is deleted before the new version is complete."""
     model_dir = Path(model_dir)
     manifest.save(staging)
-    manifest.metrics |= evaluate(staging)
-    manifest.save(staging)
-    if quality is not None:
+    if evaluate is not None:
+        manifest.metrics |= evaluate(staging)
+        manifest.save(staging)
+    if evaluate is not None and quality is not None:
         manifest = add_int8(staging, evaluate, quality)
     check_target(model_dir, force)  # again: it may have appeared while exporting
     if not (model_dir.exists() or model_dir.is_symlink()):

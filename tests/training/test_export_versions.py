@@ -158,3 +158,25 @@ def test_cli_refuses_an_existing_version_before_any_work_and_picks_the_next_by_d
     assert f"exporting sentiment version 3 to {models / 'sentiment' / '3'}" in default.stdout
     assert default.returncode != 0 and "best.pt" in default.stderr
     assert sorted(p.name for p in (models / "sentiment").iterdir()) == ["2"]
+
+
+def test_a_candidate_is_never_written_where_the_service_reads_and_is_not_evaluated(tmp_path):
+    pytest.importorskip("torch")
+    models = tmp_path / "models"
+    no_run = str(tmp_path / "no-such-run")
+    for where in ([], ["--model-dir", str(models / "translate" / "9")]):
+        refused = export_cli("translate", "--candidate", "--run-dir", no_run, *where, models=models)
+        assert refused.returncode != 0 and "must not be served" in refused.stderr and str(models) in refused.stderr
+    other_task = export_cli("music", "--candidate", "--model-dir", str(tmp_path / "c"), models=models)
+    assert other_task.returncode != 0 and "translate only" in other_task.stderr
+    assert not models.exists()
+
+    # publish without an evaluation: no metrics, no INT8 graphs (quantizing this fake graph
+    # would fail), still moved into place.
+    model_dir = tmp_path / "candidate"
+    with staged(model_dir, False) as staging:
+        (staging / "model.onnx").write_bytes(b"graph")
+        candidate = publish(fake_manifest(staging, "c"), staging, model_dir, None,
+                            quality={"accuracy": ("higher", 0.1)})
+    assert candidate.metrics == {} and Manifest.load(model_dir) == candidate
+    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "model.onnx"]

@@ -1,5 +1,6 @@
 """Translation evaluation with the exported ONNX graphs, exactly as the service translates:
-sacreBLEU and chrF on the test split, greedy and beam 4."""
+sacreBLEU and chrF on the test split (or, to choose between candidates, the validation
+split), greedy and beam 4."""
 
 from __future__ import annotations
 
@@ -34,22 +35,23 @@ def translate_texts(sessions: dict[str, ort.InferenceSession], codec, texts: lis
 
 
 def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 4),
-             precision: str = "fp32") -> dict[str, Any]:
-    """sacreBLEU on the test split with the first reference (the headline, as published
-    Tatoeba scores use) and with every reference, and chrF, for greedy and beam 4, with the
-    graphs of `precision`."""
+             precision: str = "fp32", split: str = "test") -> dict[str, Any]:
+    """sacreBLEU on the `split` with the first reference (the headline, as published Tatoeba
+    scores use) and with every reference, and chrF, for greedy and beam 4, with the graphs of
+    `precision`. The split's size is reported under `<split>_sentences`."""
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
                 for kind, file in manifest.graph_files(precision).items()}
     codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
                                    manifest.preprocessing.max_source_tokens)
-    test = data.load_splits()["test"]
+    test = data.load_splits()[split]
     test = test[:limit] if limit else test
     first = [[row["spanish"][0] for row in test]]
     depth = max(len(row["spanish"]) for row in test)
     # sacreBLEU takes reference streams; a sentence with fewer references gets None in the rest.
     every = [[row["spanish"][k] if k < len(row["spanish"]) else None for row in test] for k in range(depth)]
-    metrics: dict[str, Any] = {"test_sentences": len(test), "test_references": sum(len(r["spanish"]) for r in test)}
+    metrics: dict[str, Any] = {f"{split}_sentences": len(test),
+                               f"{split}_references": sum(len(r["spanish"]) for r in test)}
     bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
     for beam_size in beam_sizes:
         name = "greedy" if beam_size == 1 else f"beam{beam_size}"

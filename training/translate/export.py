@@ -139,9 +139,11 @@ def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) 
 
 
 def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
-           ensemble_with: list[Path] = ()) -> Manifest:
+           ensemble_with: list[Path] = (), candidate: bool = False) -> Manifest:
     """Export the run's best checkpoint; with `ensemble_with`, graphs that decode with it and
-    those runs' best checkpoints together (`TranslatorEnsemble`)."""
+    those runs' best checkpoints together (`TranslatorEnsemble`). A `candidate` is checked
+    against torch like any export but not evaluated on the test split (no metrics, no INT8
+    graphs): it is for choosing on the validation split (`evaluate(split="validation")`)."""
     model, checkpoints = load_translator(run_dir, ensemble_with)
     config = checkpoints[0]["config"]
     summaries = [json.loads((Path(path) / "training.json").read_text()) for path in [run_dir, *ensemble_with]]
@@ -175,4 +177,4 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
             **trained_as(checkpoints, summaries, "mean of the members' next-token probabilities"),
             metrics={"parity_max_abs_diff": worst, "greedy_decoding_matches_torch_on": compared},
         )
-        return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
+        return publish(written, staging, model_dir, None if candidate else evaluate, force, quality=QUALITY)

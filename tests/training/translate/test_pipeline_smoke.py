@@ -66,3 +66,15 @@ def test_smoke_train_export(tmp_path):
     assert len(doubled.hyperparameters["members"]) == 2 and len(doubled.training["members"]) == 2
     assert doubled.preprocessing.state.decoder_hidden == 2 * manifest.preprocessing.state.decoder_hidden
     assert doubled.metrics["greedy"] == manifest.metrics["greedy"]
+
+    # A candidate: the same checks, no test metrics, no INT8 graphs; scored on validation.
+    candidate_dir = tmp_path / "candidate"
+    run_cli("training", "export", "translate", "--profile", "smoke", "--run-dir", str(run_dir), "--candidate",
+            "--model-dir", str(candidate_dir), env=env)
+    candidate = Manifest.load(candidate_dir)
+    assert set(candidate.metrics) == {"parity_max_abs_diff", "greedy_decoding_matches_torch_on"}
+    assert not any(path.name.endswith("int8.onnx") for path in candidate_dir.iterdir())
+    scored = json.loads(run_cli("training", "evaluate", "translate", "--profile", "smoke", "--model-dir",
+                                str(candidate_dir), "--split", "validation", "--limit", "20", "--json", env=env).stdout)
+    assert scored["validation_sentences"] == 20 and "test_sentences" not in scored
+    assert {"greedy", "beam4"} <= set(scored)
