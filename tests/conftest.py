@@ -41,9 +41,15 @@ def smoke_cache(path: Path) -> dict[str, str]:
     return {"SEQSERVE_CACHE_DIR": str(path)}
 
 
+def pytest_addoption(parser):
+    parser.addoption("--models-dir", type=Path, default=MODELS_DIR,
+                     help="the models folder the in-process service tests serve (default: the committed models/); "
+                          "e.g. a copy with a candidate version, to run the copy tests on it before choosing it")
+
+
 @pytest.fixture(scope="session")
-def models_dir() -> Path:
-    return MODELS_DIR
+def models_dir(request) -> Path:
+    return request.config.getoption("--models-dir").resolve()
 
 
 @pytest.fixture(scope="module")
