@@ -1,6 +1,6 @@
 """Draw five example translations with their attention as heatmaps (docs/translation_attention.png).
 
-    python docs/attention_heatmaps.py [--model-dir models/translate/1]
+    python docs/attention_heatmaps.py [--model-dir models/translate/2]
 
 It runs the exported ONNX graphs with the same beam search the service uses, so the picture
 is what POST /translate returns with "return_attention": true.

@@ -118,13 +118,20 @@ def _music(m: Manifest) -> dict[str, Any]:
     }
 
 
+# What the translation card calls the served ensemble's members, in the manifest's order.
+TRANSLATE_MEMBERS = "ab"
+
+
 def _translate(m: Manifest) -> dict[str, Any]:
     bleu = BARS["translate"]["bleu"]
     greedy, beam = m.metrics["greedy"]["bleu_first_reference"], m.metrics["beam4"]["bleu_first_reference"]
     signature = dict(part.split(":", 1) for part in m.metrics["signatures"]["bleu"].split("|"))
+    members, configs = m.training["members"], m.hyperparameters["members"]
     return {
-        "curve": _curve(m.training["history"], "greedy_bleu", ".1f", m.training["best_epoch"]),
-        "budget_minutes": m.hyperparameters["train"]["max_seconds"] / 60,
+        **dict(zip(TRANSLATE_MEMBERS, members)),
+        **{f"{name}_config": config for name, config in zip(TRANSLATE_MEMBERS, configs)},
+        **{f"{name}_curve": _curve(member["history"], "greedy_bleu", ".1f", member["best_epoch"])
+           for name, member in zip(TRANSLATE_MEMBERS, members)},
         "sacrebleu": ".".join(signature["version"].split(".")[:2]),
         "bleu_tokenizer": signature["tok"],
         "check": {"bleu": _check(beam, bleu), "beam_over_greedy": _check(beam - greedy, BARS["translate"]["beam_over_greedy"])},

@@ -335,7 +335,7 @@ class TranslateResponse(TranslationResult):
         "translation": "Nunca he estado en España.", "source_tokens": ["▁I", "▁have", "▁never", "▁been", "▁to",
                                                                        "▁Spain", "."],
         "target_tokens": ["▁Nunca", "▁he", "▁estado", "▁en", "▁España", "."], "attention": None,
-        "source_truncated": False, "model": "translate/1"}]})
+        "source_truncated": False, "model": "translate/2"}]})
 
     model: str = Field(description="<name>/<version> of the model that answered")
 
@@ -345,7 +345,7 @@ class TranslateBatchResponse(BaseModel):
         "results": [{"translation": "¿Dónde está la estación?", "source_tokens": ["▁Where", "▁is", "▁the", "▁station", "?"],
                      "target_tokens": ["▁", "¿", "Dónde", "▁está", "▁la", "▁estación", "?"],
                      "attention": None, "source_truncated": False}],
-        "model": "translate/1"}]})
+        "model": "translate/2"}]})
 
     results: list[TranslationResult]
     model: str

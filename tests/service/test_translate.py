@@ -17,7 +17,7 @@ def translate(client, **body):
 
 def test_single_text(client):
     body = translate(client, text="I love you.")
-    assert body["model"] == "translate/1"
+    assert body["model"] == "translate/2"
     assert body["translation"] and body["attention"] is None and body["source_truncated"] is False
     assert body["source_tokens"][0] == "▁I" and body["target_tokens"]
 
@@ -25,7 +25,7 @@ def test_single_text(client):
 def test_a_batch_answers_in_order_and_like_single_requests(client):
     texts = ["Good morning.", "Where do you live?", "The cat is sleeping on the sofa."]
     batch = translate(client, texts=texts, beam_size=2)
-    assert len(batch["results"]) == 3 and batch["model"] == "translate/1"
+    assert len(batch["results"]) == 3 and batch["model"] == "translate/2"
     for text, result in zip(texts, batch["results"]):
         assert translate(client, text=text, beam_size=2)["translation"] == result["translation"]
 
