@@ -144,6 +144,13 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Raised by request.body() where the middleware reads it: the client left, or the body
+        # timeout closed the connection (which already answered 408). Nobody reads this answer;
+        # without this handler each one was logged as an unhandled error with its traceback.
+        return error_response(499, "client_closed_request", "the client closed the connection before its body ended")
+
     async def service(_: Request, exc: Exception) -> JSONResponse:
         return answer(exc, retry_after_s)
 

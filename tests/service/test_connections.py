@@ -172,6 +172,11 @@ def test_a_body_that_stops_midway_gets_408_json_at_the_body_timeout(server):
     assert status == 408 and headers["content-type"] == "application/json"
     assert json.loads(body) == {"error": "request_timeout", "message": "no request body received for 1 s"}
     assert 0.8 < elapsed < 2.5
+    # The route that was waiting for the body learns the client is gone: no error is logged
+    # (each such client used to leave an "unhandled error" and two tracebacks).
+    time.sleep(0.2)
+    logged = server.log.read_text()
+    assert "unhandled error" not in logged and "Exception in ASGI application" not in logged
 
 
 def test_a_request_uvicorn_cannot_parse_gets_400_json(server):
