@@ -126,7 +126,9 @@ def _translate(m: Manifest) -> dict[str, Any]:
     bleu = BARS["translate"]["bleu"]
     greedy, beam = m.metrics["greedy"]["bleu_first_reference"], m.metrics["beam4"]["bleu_first_reference"]
     signature = dict(part.split(":", 1) for part in m.metrics["signatures"]["bleu"].split("|"))
-    members, configs = m.training["members"], m.hyperparameters["members"]
+    # One translator's manifest has no members: then it is member A alone.
+    members = m.training.get("members", [m.training])
+    configs = m.hyperparameters.get("members", [m.hyperparameters])
     return {
         **dict(zip(TRANSLATE_MEMBERS, members)),
         **{f"{name}_config": config for name, config in zip(TRANSLATE_MEMBERS, configs)},

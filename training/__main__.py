@@ -82,9 +82,9 @@ def parser() -> argparse.ArgumentParser:
                         help="translate: check the graphs but do not evaluate them on the test split (no metrics, "
                              "no INT8 graphs), to choose on validation; needs a --model-dir outside the models folder")
 
-    evaluate = add("evaluate", "evaluate an exported model on the test split")
+    evaluate = add("evaluate", "evaluate an exported model on the test split (translate: or --split validation)")
     evaluate.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
-    evaluate.add_argument("--limit", type=int, default=0, help="only the first N test examples (sentiment: of each source)")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N examples of the split (sentiment: of each source)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--split", default="test", choices=("test", "validation"),
                           help="translate: the split scored (default test; validation to choose between candidates)")

@@ -146,7 +146,8 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(_: Request, exc: ClientDisconnect) -> JSONResponse:
-        # Raised by request.body() where the middleware reads it: the client left, or the body
+        # Raised by request.body() in the guarded routes (api/middleware.py's GuardedJSONRoute,
+        # the v2 infer route), inside the exception middleware: the client left, or the body
         # timeout closed the connection (which already answered 408). Nobody reads this answer;
         # without this handler each one was logged as an unhandled error with its traceback.
         return error_response(499, "client_closed_request", "the client closed the connection before its body ended")

@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import served
+
 
 def translate(client, **body):
     response = client.post("/translate", json=body)
@@ -15,17 +17,17 @@ def translate(client, **body):
     return response.json()
 
 
-def test_single_text(client):
+def test_single_text(client, models_dir):
     body = translate(client, text="I love you.")
-    assert body["model"] == "translate/2"
+    assert body["model"] == f"translate/{served('translate', models_dir).name}"
     assert body["translation"] and body["attention"] is None and body["source_truncated"] is False
     assert body["source_tokens"][0] == "▁I" and body["target_tokens"]
 
 
-def test_a_batch_answers_in_order_and_like_single_requests(client):
+def test_a_batch_answers_in_order_and_like_single_requests(client, models_dir):
     texts = ["Good morning.", "Where do you live?", "The cat is sleeping on the sofa."]
     batch = translate(client, texts=texts, beam_size=2)
-    assert len(batch["results"]) == 3 and batch["model"] == "translate/2"
+    assert len(batch["results"]) == 3 and batch["model"] == f"translate/{served('translate', models_dir).name}"
     for text, result in zip(texts, batch["results"]):
         assert translate(client, text=text, beam_size=2)["translation"] == result["translation"]
 

@@ -66,7 +66,7 @@ def test_a_stacked_encoder_reads_each_source_of_a_ragged_batch_as_it_would_alone
     assert len(deep.upper_encoders) == 1 and len(Translator(50, 8, 6, 10).upper_encoders) == 0
     ids, lengths, _, _ = inputs()
     memory, keys, h, c = deep.encode(ids, lengths)
-    short, short_keys, short_h, short_c = deep.encode(ids[1:, :2], lengths[1:])
+    short, _, short_h, short_c = deep.encode(ids[1:, :2], lengths[1:])
     torch.testing.assert_close(memory[1:, :2], short, atol=1e-6, rtol=0)
     torch.testing.assert_close(h[1:], short_h, atol=1e-6, rtol=0)
     torch.testing.assert_close(c[1:], short_c, atol=1e-6, rtol=0)
