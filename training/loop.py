@@ -14,7 +14,8 @@ anything at an epoch's start). The loop does the rest alike for every task:
 - checkpoints every epoch in one format (`training.checkpoints`): `last.pt` for --resume,
   `best.pt` for export; `resume()` restores weights, optimizer, EMA, RNG states and history,
   so a resumed run continues exactly as an uninterrupted one would;
-- `training.json` after every epoch: history, timing, hardware, why it stopped;
+- `training.json` after every epoch: history, timing, hardware, why it stopped (also when
+  interrupted by Ctrl-C or SIGTERM: "interrupted after epoch N");
 - progress: a tqdm bar on a terminal, plain lines in a log (`progress`), one line per epoch.
 """
 
@@ -24,10 +25,13 @@ import io
 import json
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,24 @@ from tqdm import tqdm
 from training import checkpoints
 
 SUMMARY = "training.json"
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, while the loop runs (in the main
+    thread only, where Python delivers signals), so that a run stopped by `kill` records why."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def seed_everything(seed: int) -> None:
@@ -209,7 +231,17 @@ class Loop:
                 and not (self.max_seconds and state["seconds"] >= self.max_seconds))
 
     def fit(self, steps: Steps) -> dict[str, Any]:
-        """Train until a stopping rule says so; returns the summary without the history."""
+        """Train until a stopping rule says so; returns the summary without the history. A run
+        interrupted (Ctrl-C, or SIGTERM as `kill` sends it) says so in training.json, then
+        re-raises; `--resume` continues from its last checkpoint."""
+        try:
+            with sigterm_as_interrupt():
+                return self._fit(steps)
+        except KeyboardInterrupt:
+            self.write_summary(finished=False, stopped=f"interrupted after epoch {self.state['epoch']}")
+            raise
+
+    def _fit(self, steps: Steps) -> dict[str, Any]:
         state = self.state
         while self.running():
             epoch = state["epoch"] + 1
@@ -283,7 +315,7 @@ class Loop:
             return "time budget"
         return "max_epochs"
 
-    def write_summary(self, finished: bool) -> dict[str, Any]:
+    def write_summary(self, finished: bool, stopped: str = "running") -> dict[str, Any]:
         """training.json (when the loop has a summary): history, timing, hardware, why it
         stopped; returned without the history."""
         state = self.state
@@ -292,7 +324,7 @@ class Loop:
             "device": self.device.type, "hardware": hardware_description(self.device),
             "torch_version": torch.__version__, "seconds": round(state["seconds"], 1),
             "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_validation": best,
-            "stopped": self.stopped() if finished else "running",
+            "stopped": self.stopped() if finished else stopped,
             **self.summary_fields, **state["facts"],
             "history": state["history"],
         }

@@ -146,3 +146,35 @@ def test_a_smoke_run_resumed_after_one_epoch_equals_two_epochs_in_one_go(data_ca
     assert [[{k: v for k, v in r.items() if k != "seconds"} for r in h] for h in history][0] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in history[1]]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+class Interrupted(Toy):
+    """Toy, with SIGTERM sent to this process in the given epoch's first batch."""
+
+    def __init__(self, model, epoch: int):
+        super().__init__(model)
+        self.stop_in = epoch
+
+    def loss(self, batch):
+        if self.epoch == self.stop_in:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().loss(batch)
+
+
+def test_a_run_stopped_by_a_signal_says_so_and_resumes(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    loop = toy_loop(tmp_path, max_epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(Interrupted(loop.model, epoch=3))
+    summary = json.loads((tmp_path / "training.json").read_text())
+    assert summary["stopped"] == "interrupted after epoch 2" and summary["epochs_run"] == 2
+    assert checkpoints.load(tmp_path / "last.pt")["epoch"] == 2
+    assert signal.getsignal(signal.SIGTERM) is before, "the handler is put back"
+    resumed = toy_loop(tmp_path, max_epochs=4)
+    resumed.resume()
+    assert resumed.fit(Toy(resumed.model))["stopped"] == "max_epochs"
