@@ -72,8 +72,8 @@ def publish(manifest: Manifest, staging: Path, model_dir: Path, evaluate: Callab
     if evaluate is not None:
         manifest.metrics |= evaluate(staging)
         manifest.save(staging)
-    if evaluate is not None and quality is not None:
-        manifest = add_int8(staging, evaluate, quality)
+        if quality is not None:
+            manifest = add_int8(staging, evaluate, quality)
     check_target(model_dir, force)  # again: it may have appeared while exporting
     if not (model_dir.exists() or model_dir.is_symlink()):
         staging.rename(model_dir)  # fails, rather than replace it, if a version appeared since

@@ -134,9 +134,9 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         return error_response(422, "validation_error", message, fields=fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, ClientDisconnect):  # the body never came (the client left, or the body timeout)
-            return error_response(499, "client_closed_request", "the client closed the connection before its body ended")
+            return await client_left(request, exc.__cause__)
         if exc.status_code == 400:  # a body FastAPI could not even parse (e.g. not UTF-8): still a body error
             message = f"body: {exc.detail}"
             return error_response(422, "validation_error", message, fields=[{"loc": ["body"], "message": str(exc.detail)}])

@@ -44,18 +44,18 @@ def evaluate(model_dir: Path, limit: int = 0, beam_sizes: tuple[int, ...] = (1, 
                 for kind, file in manifest.graph_files(precision).items()}
     codec = SubwordCodec.from_file(model_dir / manifest.preprocessing.tokenizer,
                                    manifest.preprocessing.max_source_tokens)
-    test = data.load_splits()[split]
-    test = test[:limit] if limit else test
-    first = [[row["spanish"][0] for row in test]]
-    depth = max(len(row["spanish"]) for row in test)
+    rows = data.load_splits()[split]
+    rows = rows[:limit] if limit else rows
+    first = [[row["spanish"][0] for row in rows]]
+    depth = max(len(row["spanish"]) for row in rows)
     # sacreBLEU takes reference streams; a sentence with fewer references gets None in the rest.
-    every = [[row["spanish"][k] if k < len(row["spanish"]) else None for row in test] for k in range(depth)]
-    metrics: dict[str, Any] = {f"{split}_sentences": len(test),
-                               f"{split}_references": sum(len(r["spanish"]) for r in test)}
+    every = [[row["spanish"][k] if k < len(row["spanish"]) else None for row in rows] for k in range(depth)]
+    metrics: dict[str, Any] = {f"{split}_sentences": len(rows),
+                               f"{split}_references": sum(len(r["spanish"]) for r in rows)}
     bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
     for beam_size in beam_sizes:
         name = "greedy" if beam_size == 1 else f"beam{beam_size}"
-        hypotheses = translate_texts(sessions, codec, [row["english"] for row in test], beam_size)
+        hypotheses = translate_texts(sessions, codec, [row["english"] for row in rows], beam_size)
         metrics[name] = {
             "bleu_all_references": round(bleu.corpus_score(hypotheses, every).score, 2),
             "chrf_first_reference": round(chrf.corpus_score(hypotheses, first).score, 2),

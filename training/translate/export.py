@@ -34,8 +34,7 @@ def load_translator(run_dir: Path, ensemble_with: list[Path] = ()) -> tuple[Tran
     """The run's best checkpoint as a model, or with `ensemble_with` the ensemble of it and
     those runs' (which must share its tokenizer); and every member's checkpoint."""
     run_dirs = [Path(run_dir), *map(Path, ensemble_with)]
-    if len(run_dirs) > 1:
-        check_one_tokenizer(run_dirs, TOKENIZER_FILE)
+    check_one_tokenizer(run_dirs, TOKENIZER_FILE)
     members = [load_best(path, Translator) for path in run_dirs]
     model = members[0][0] if len(members) == 1 else TranslatorEnsemble([m for m, _ in members]).eval()
     return model, [checkpoint for _, checkpoint in members]
