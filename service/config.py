@@ -51,7 +51,16 @@ class Settings(BaseSettings):
     # (measured 2026-11-29: 129 vs 122 req/s at concurrency 64, 1,112 vs 1,583 MiB resident).
     translate_max_rows: int = Field(
         128, ge=8, le=4096, description="hypotheses (sentences x beams) per decoder step; with fair overflow at "
-                                        "most twice this: bounds the batch's memory")
+                                        "most twice this")
+    # Each hypothesis carries its sentence's encoder memory and keys (2 x 1,024 floats a source
+    # token for translate/2), padded to the batch's longest source: the step's memory grows
+    # with hypotheses x that length, as TGI's max_batch_total_tokens counts. 4,096 is 128
+    # hypotheses over sources of 32 subwords; Tatoeba's test sentences have 9 subwords on
+    # average, and of 32 drawn at random the longest is past 32 in one draw of 80.
+    translate_max_batch_tokens: int = Field(
+        4096, ge=1024, le=1_048_576,
+        description="hypotheses x the batch's longest source (subword tokens) per decoder step; with fair "
+                    "overflow at most twice this: bounds the batch's memory (a sentence alone always runs)")
     max_queue_size: int = Field(512, ge=1, description="items in progress or waiting per model; beyond it: 503")
     client_max_queue_size: int = Field(
         256, ge=1, description="items (texts, sentences, streams) one client may have in progress or waiting per "

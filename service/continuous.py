@@ -47,11 +47,15 @@ class StepLoop(ABC, Generic[Request]):
     into `step_times`, which admission uses to refuse work that cannot meet its deadline."""
 
     def __init__(self, name: str, metrics: ModelMetrics, max_requests: int, max_active: int,
-                 client_max_requests: int | None = None, deadline_s: float = 0.0, max_rows: int | None = None):
+                 client_max_requests: int | None = None, deadline_s: float = 0.0, max_rows: int | None = None,
+                 max_cells: int | None = None):
         self.name = name
         self.metrics = metrics
         self.max_active = max_active
         self.max_rows = max_rows or max_active  # rows of the step graph in the batch (beams), before fair overflow
+        # Rows x the widest request's width (translation: hypotheses x the longest source, the
+        # shape of the encoder memory every step reads), before fair overflow; None: no limit.
+        self.max_cells = max_cells
         self.admission = Admission(name, metrics, max_requests, client_max_requests or max_requests, deadline_s)
         self.step_times = StepTimes()  # seconds per step, by rows in the batch
         self._waiting: FairQueue[Request] = FairQueue()
@@ -74,6 +78,15 @@ class StepLoop(ABC, Generic[Request]):
     def _rows(self, request: Request) -> int:
         """Rows of the step graph a request takes (beams for a beam search)."""
         return 1
+
+    def _width(self, request: Request) -> int:
+        """How wide the request makes every row of the batch (the batch is padded to its widest)."""
+        return 1
+
+    def cells(self) -> int:
+        """Rows x width of the batch as it stands (see `max_cells`)."""
+        active = self._active_requests()
+        return sum(self._rows(r) for r in active) * max((self._width(r) for r in active), default=0)
 
     @property
     def active(self) -> int:
@@ -148,28 +161,54 @@ class StepLoop(ABC, Generic[Request]):
 
     def _joining(self) -> list[Request]:
         """Who joins the batch at this hop: free places (`max_active` requests, `max_rows`
-        rows) go round-robin by client; a client below its fair share joins even a full batch
-        (up to twice either limit, which bounds the batch's memory)."""
+        rows, `max_cells` cells) go round-robin by client; a client below its fair share joins
+        even a full batch (up to twice each limit, which bounds the batch's memory). A request
+        that the batch's width alone keeps out (a long source beside many short ones) holds
+        back those behind it until the batch has drained enough for it; without that, short
+        ones joining at every hop could keep it waiting for ever."""
         active = self._active_requests()
         per_client = Counter(r.client for r in active)
         clients = len(set(per_client) | set(self._waiting.clients()))
         share = fair_share(self.max_active, clients)
         total, rows = len(active), sum(self._rows(r) for r in active)
+        width = max((self._width(r) for r in active), default=0)
+        rows_of: Counter[str] = Counter()
+        for r in active:
+            rows_of[r.client] += self._rows(r)
         joining: list[Request] = []
+        held_back = False
 
         def may_join(client: str, request: Request) -> bool:
-            more = rows + self._rows(request)
-            if total < self.max_active and more <= self.max_rows:
-                return True
+            nonlocal held_back
+            if total == 0:
+                return True  # alone, a request always fits
+            if held_back:
+                return False
+            more_rows, more_width = rows + self._rows(request), max(width, self._width(request))
             # Past the limits only while others hold places: a client alone has the batch's
             # whole share already, and the headroom is kept for whoever comes next.
-            return (clients > 1 and per_client[client] < share and total < 2 * self.max_active
-                    and more <= 2 * self.max_rows)
+            overflow = clients > 1 and per_client[client] < share
+            limit = 2 if overflow else 1
+            if total >= limit * self.max_active or more_rows > limit * self.max_rows:
+                return False
+            if self.max_cells is None:
+                return True
+            cells = more_rows * more_width
+            # The cells' headroom is for a client within its share of them: one with a few
+            # long searches must not fill it and keep the next client out.
+            within_share = (rows_of[client] + self._rows(request)) * more_width <= self.max_cells // clients
+            if cells <= self.max_cells or (overflow and within_share and cells <= 2 * self.max_cells):
+                return True
+            # Only the cells keep it out: within its share, it waits at the head of the line.
+            held_back = within_share
+            return False
 
         while (request := self._waiting.pop(may_join)) is not None:
             joining.append(request)
             per_client[request.client] += 1
+            rows_of[request.client] += self._rows(request)
             total, rows = total + 1, rows + self._rows(request)
+            width = max(width, self._width(request))
         return joining
 
     async def _run(self) -> None:

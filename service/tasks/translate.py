@@ -22,23 +22,25 @@ from service.request_log import note
 from service.tasks.base import ServedModel
 
 
-def expected_steps(text: str, max_length: int, max_source_tokens: int) -> int:
-    """Decoder steps a sentence's search will likely take, for admission (no tokenizing on the
-    event loop): about four characters a subword, a Spanish sentence about as long as its
-    English, with room to spare; never more than max_length."""
-    source_tokens = min(len(text) // 4 + 2, max_source_tokens)
-    return min(max_length, 2 * source_tokens + 10)
+def expected_steps(source: Source, max_length: int) -> int:
+    """Decoder steps a sentence's search will likely take, for admission: a Spanish sentence
+    about as long as its English, with room to spare; never more than max_length."""
+    return min(max_length, 2 * len(source.ids) + 10)
+
+
+# Up to this many characters a request is tokenized on the event loop (about 50 us for a
+# sentence of 19 subwords); a larger one (up to 32 x 1,000 characters, ~20 ms) in a thread.
+INLINE_TOKENIZE_CHARS = 1_000
 
 
 @dataclass(eq=False)
 class SentenceJob:
     client: str
-    text: str
+    source: Source  # tokenized before admission: its length is the width it gives the batch
     beam_size: int
     max_length: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
-    source: Source | None = None  # tokenized in the worker thread, off the event loop
     search: BeamSearch | None = None
     batch_size: int = 0  # most sentences it shared a decoder step with (for the access log)
 
@@ -46,8 +48,9 @@ class SentenceJob:
 class ContinuousTranslator(StepLoop[SentenceJob]):
     def __init__(self, name: str, batch: BeamBatch, codec: SubwordCodec, metrics: ModelMetrics, max_requests: int,
                  max_active: int, steps_per_hop: int = 1, client_max_requests: int | None = None,
-                 deadline_s: float = 0.0, max_rows: int | None = None):
-        super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s, max_rows)
+                 deadline_s: float = 0.0, max_rows: int | None = None, max_cells: int | None = None):
+        super().__init__(name, metrics, max_requests, max_active, client_max_requests, deadline_s, max_rows,
+                         max_cells)
         self.batch, self.codec, self.steps_per_hop = batch, codec, steps_per_hop
         self._active: list[SentenceJob] = []
 
@@ -57,6 +60,9 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
     def _rows(self, job: SentenceJob) -> int:
         return job.beam_size
 
+    def _width(self, job: SentenceJob) -> int:
+        return len(job.source.ids)  # every hypothesis carries encoder memory as long as the longest source
+
     def _gone(self, job: SentenceJob) -> bool:
         return job.future.done()  # cancelled: the request went away
 
@@ -64,8 +70,12 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
                         checked: bool = True) -> list[Translation]:
         """Admit all sentences or none (see StepLoop._admit), then await each translation."""
         loop = asyncio.get_running_loop()
-        jobs = [SentenceJob(client, text, beam_size, max_length, loop.create_future()) for text in texts]
-        steps = max(expected_steps(text, max_length, self.codec.max_source_tokens) for text in texts)
+        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            sources = self.prepare(texts)
+        else:
+            sources = await asyncio.to_thread(self.prepare, texts)
+        jobs = [SentenceJob(client, source, beam_size, max_length, loop.create_future()) for source in sources]
+        steps = max(expected_steps(source, max_length) for source in sources)
         self._admit(jobs, steps, checked)
         try:
             results = list(await asyncio.gather(*(job.future for job in jobs)))
@@ -85,8 +95,6 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
             groups[(job.beam_size, job.max_length)].append(job)
         now = time.perf_counter()
         for (beam_size, max_length), jobs in groups.items():  # one encoder run per group
-            for job in jobs:
-                job.source = prepare_source(self.codec, job.text)
             for job, search in zip(jobs, self.batch.add([job.source.ids for job in jobs], beam_size, max_length)):
                 job.search = search
                 self.metrics.waited(now - job.enqueued)
@@ -107,6 +115,9 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
         done = [job for job in self._active if id(job.search) in finished]
         self._active = [job for job in self._active if id(job.search) not in finished]
         return [(job, describe(self.codec, job.source, job.search.result)) for job in done]
+
+    def prepare(self, texts: list[str]) -> list[Source]:
+        return [prepare_source(self.codec, text) for text in texts]
 
     def _hand_out(self, results: list[tuple[SentenceJob, Translation]]) -> None:
         for job, translation in results:
@@ -134,31 +145,35 @@ class TranslateModel(ServedModel):
         batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
         self.translator = ContinuousTranslator(self.name, batch, self.codec, self.model_metrics, s.max_queue_size,
                                                s.translate_max_active, s.translate_steps_per_hop,
-                                               s.client_max_queue_size, s.request_timeout_s, s.translate_max_rows)
+                                               s.client_max_queue_size, s.request_timeout_s, s.translate_max_rows,
+                                               s.translate_max_batch_tokens)
         self.translator.start()
 
     async def warm_up(self) -> None:
-        """One sentence alone, a full batch of beam-4 searches, then (in a batch of its own) the
-        largest step the batch can take: twice `translate_max_rows` hypotheses over sources of
-        the longest length the model reads. ONNX Runtime's memory arena keeps what its largest
-        run needed, so the service's resident memory reaches its working size now, not when a
+        """One sentence alone, a full batch of beam-4 searches, then (in batches of their own)
+        the largest steps the batch can take: twice `translate_max_rows` hypotheses and twice
+        `translate_max_batch_tokens` hypothesis-tokens, over short sources and over the
+        longest the model reads. ONNX Runtime's memory arena keeps what its largest run
+        needed, so the service's resident memory reaches its working size now, not when a
         client first sends the worst case."""
         await self.translator.translate(["Hello."], 1, 8, checked=False)
         await self.translator.translate(["I think we should go home now."] * self.settings.translate_max_active, 4, 16,
                                         checked=False)
-        await asyncio.to_thread(self._largest_step)
+        await asyncio.to_thread(self._largest_steps)
 
-    def _largest_step(self) -> None:
-        beam = 8
-        sentences = max(2 * self.settings.translate_max_rows // beam, 1)
-        source = (self.codec.source_ids(["I think that we should all go home now, before it starts to rain again."])[0]
-                  * self.codec.max_source_tokens)[:self.codec.max_source_tokens]
-        batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
-        for _ in range(2):  # joining a running batch, as sentences do
-            batch.add([source] * (sentences // 2), beam, 8)
-            batch.step()
-        while batch:
-            batch.step()
+    def _largest_steps(self) -> None:
+        s, beam, longest = self.settings, 8, self.codec.max_source_tokens
+        rows, tokens = 2 * s.translate_max_rows, 2 * s.translate_max_batch_tokens
+        sentence = self.codec.source_ids(["I think that we should all go home now, before it starts to rain again."])[0]
+        for width in (max(min(tokens // rows, longest), 1), longest):
+            sentences = max(min(rows, tokens // width) // beam, 1)
+            source = (sentence * width)[:width]
+            batch = BeamBatch(self.sessions["encoder"], self.sessions["decoder_step"], self.codec)
+            for _ in range(2):  # joining a running batch, as sentences do
+                batch.add([source] * (sentences // 2 or 1), beam, 8)
+                batch.step()
+            while batch:
+                batch.step()
 
     async def translate(self, texts: list[str], beam_size: int, max_length: int,
                         client: str = ANONYMOUS) -> list[Translation]:

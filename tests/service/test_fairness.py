@@ -117,13 +117,16 @@ LONG = ("The committee, which had been meeting every Tuesday since the beginning
 
 def test_a_single_sentence_joins_a_full_batch_of_another_client_s_long_searches(client, translate):
     """Client A fills the whole batch with long beam-8 searches; client B's sentence joins at
-    the next hop (above max_rows) and is answered long before A's searches end."""
+    the next hop (above the batch's limits: A's long sources fill its hypothesis-tokens long
+    before its rows) and is answered long before A's searches end."""
     translator = translate.translator
+    width = len(translator.prepare([LONG])[0].ids)
+    room = min(translator.max_active, translator.max_rows // 8, translator.max_cells // (8 * width))
 
     async def scenario():
         hog = asyncio.create_task(translator.translate([LONG] * translator.max_active, 8, 256, client="a",
                                                        checked=False))
-        while translator.active * 8 < translator.max_rows:  # A holds every row of the batch
+        while translator.active < room:  # A holds the whole batch
             await asyncio.sleep(0.01)
         started = time.perf_counter()
         answer = await translator.translate(["Where is the station?"], 1, 32, client="b")
@@ -194,3 +197,55 @@ def test_a_lone_client_s_estimate_uses_the_batch_it_can_have_not_the_fair_overfl
     loop.batch = loop.batch[:32] + [Item("b") for _ in range(32)]
     alone, shared = loop.estimate_s([Item("a")], steps=1000)
     assert shared == pytest.approx(2 * 1000 * 0.006)
+
+
+class Sentence(Item):
+    def __init__(self, client: str, beams: int, tokens: int):
+        super().__init__(client)
+        self.beams, self.tokens = beams, tokens
+
+
+class Beams(Batch):
+    """Rows and widths as a translation batch has them: beams x the longest source."""
+
+    def _rows(self, request):
+        return request.beams
+
+    def _width(self, request):
+        return request.tokens
+
+
+def joining(active: list[Sentence], waiting: list[Sentence], **limits) -> list[Sentence]:
+    loop = Beams(active, **{"max_requests": 1000, "max_active": 64, "max_rows": 128, "max_cells": 4096, **limits})
+    for request in waiting:
+        loop._waiting.push(request.client, [request])
+    return loop._joining()
+
+
+def test_a_batch_takes_sentences_up_to_its_hypothesis_tokens_and_one_alone_always():
+    short = [Sentence("a", 4, 16) for _ in range(40)]
+    assert len(joining([], short)) == 32  # 128 rows first: 32 x 4 beams
+    assert len(joining([], [Sentence("a", 4, 64) for _ in range(40)])) == 16  # 16 x 4 x 64 = 4,096
+    assert len(joining([], [Sentence("a", 8, 1024)])) == 1  # alone, past every limit, it runs
+    # One long source widens every row: the short ones behind it wait for the next hops.
+    assert len(joining([], [Sentence("a", 8, 128)] + short)) == 7  # 8 + 6 x 4 rows = 32 x 128 = 4,096
+
+
+def test_a_client_with_few_long_searches_leaves_the_headroom_to_others():
+    """A alone filled the hypothesis-tokens with four beam-8 searches of 128 subwords: with B
+    waiting, A gets no more (it is past its share of the tokens, though below its share of
+    places), and B's short sentence joins the full batch at once."""
+    full = [Sentence("a", 8, 128) for _ in range(4)]
+    joined = joining(full, [Sentence("a", 8, 128), Sentence("b", 1, 5)])
+    assert [r.client for r in joined] == ["b"]
+
+
+def test_a_long_sentence_is_not_overtaken_by_short_ones_for_ever():
+    """B's long sentence does not fit beside A's 128 short hypotheses; it holds back the short
+    ones behind it, so the batch drains until it fits, instead of refilling at every hop."""
+    active = [Sentence("a", 4, 18) for _ in range(24)]  # 96 rows x 18 = 1,728
+    long = Sentence("b", 4, 128)
+    short = [Sentence("a", 4, 10) for _ in range(8)]
+    assert joining(active, [long] + short) == []  # 100 rows x 128 = 12,800: past twice 4,096
+    assert len(joining(active, [long] + short, max_cells=None)) == 9  # without the limit all join
+    assert joining(active[:12], [long]) == [long]  # 52 rows x 128 = 6,656: within B's headroom
