@@ -5,6 +5,8 @@
     python -m training export sentiment           export to ONNX as the next version under models/, checked
     python -m training evaluate sentiment --json  evaluate the exported ONNX model (--precision int8: its INT8 graphs)
     python -m training quantize sentiment         add (or redo) the INT8 graphs of a version: quantize, evaluate, judge
+    python -m training recover sentiment          read a committed version's members back into runs/ (to
+                                                  fine-tune, or to ensemble with, in a fresh checkout)
 
 To choose between translation candidates without looking at the test split: `export
 translate --candidate --model-dir DIR` (graphs checked, not evaluated), then `evaluate
@@ -33,7 +35,7 @@ from training.quantize import add_int8
 from training.versions import VersionExists, check_target, newest_model_dir, next_version
 
 TASKS = ("sentiment", "music", "translate")
-STEPS = ("data", "train", "export", "evaluate", "quantize")
+STEPS = ("data", "train", "export", "evaluate", "quantize", "recover")
 
 
 def version_number(text: str) -> str:
@@ -98,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
                                "and record in the manifest whether they are close enough to serve (export does this)")
     quantize.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
 
+    recover = add("recover", "read a version's trained members back out of its graphs into run folders "
+                             "(checked against the graphs), to export, fine-tune or ensemble them")
+    recover.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
+    recover.add_argument("--run-dir", type=Path,
+                         help="default runs/<task>/recovered-<version> (an ensemble's members in member-<i>/)")
+
     # Not listed: export's own call, one fresh process per graph (see training.onnx_export).
     graph = steps.add_parser("export-graph")
     graph.add_argument("task", choices=TASKS)
@@ -120,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         task_export.export_graph(args.run_dir, args.graph, args.path, **members)
         return 0
 
+    if args.step == "recover":
+        from training.recover import recover
+        model_dir = args.model_dir or newest_model_dir(models_dir() / args.task)
+        run_dir = args.run_dir or runs_dir() / args.task / f"recovered-{Manifest.load(model_dir).version}"
+        print(json.dumps(recover(args.task, model_dir, run_dir), indent=2))
+        return 0
     config = load_config(args.task, args.profile, args.overrides)
     run_dir = getattr(args, "run_dir", None) or runs_dir() / args.task / args.profile
     step = import_module(f"training.{args.task}.{'evaluate' if args.step == 'quantize' else args.step}")

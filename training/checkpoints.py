@@ -60,6 +60,10 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
 
 def load_resumable(path: Path, device: torch.device) -> dict[str, Any]:
     checkpoint = load(path, device)
+    if "recovered_from" in checkpoint:
+        raise SystemExit(f"{path} was recovered from {checkpoint['recovered_from']}'s graphs and cannot be resumed: "
+                         f"a graph holds no optimizer or generator state (it exports, joins ensembles, and starts "
+                         f"a sentiment run through train.init_from)")
     if checkpoint.get("format") != FORMAT:
         raise SystemExit(f"{path} was written before the current checkpoint format and cannot be resumed; "
                          f"train again without --resume (its best.pt still exports)")
