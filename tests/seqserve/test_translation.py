@@ -92,3 +92,22 @@ def test_sentences_joining_a_running_batch_get_what_they_get_alone(graphs):
         assert search.result.ids == alone.ids
         assert search.result.score == pytest.approx(alone.score, abs=1e-4)
         np.testing.assert_allclose(search.result.attention, alone.attention, atol=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [12_000, 12_007, 40, 7])
+def test_top_tokens_are_what_a_full_sort_puts_first(vocab):
+    from seqserve.translation import top_tokens
+
+    rng = np.random.default_rng(vocab)
+    log_probs = (rng.standard_normal((64, vocab)) * 3).astype(np.float32)
+    log_probs[3, -5:] = 50.0 - np.arange(5)  # the best ones past the last whole group
+    dead = np.full(vocab, -np.inf, dtype=np.float32)  # a row with two live tokens (ties at -inf past them)
+    dead[[vocab - 1, 1]] = [-1.0, -2.0]
+    log_probs[5] = dead
+    for k in (1, 8, 16):
+        ids, values = top_tokens(log_probs, k)
+        expected = np.argsort(-log_probs, axis=1, kind="stable")[:, : min(k, vocab)]
+        live = np.arange(64) != 5
+        assert np.array_equal(ids[live], expected[live])
+        assert np.array_equal(values, np.take_along_axis(log_probs, expected, axis=1))
+        assert ids[5, :2].tolist() == [vocab - 1, 1][:k]
