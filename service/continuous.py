@@ -83,11 +83,6 @@ class StepLoop(ABC, Generic[Request]):
         """How wide the request makes every row of the batch (the batch is padded to its widest)."""
         return 1
 
-    def cells(self) -> int:
-        """Rows x width of the batch as it stands (see `max_cells`)."""
-        active = self._active_requests()
-        return sum(self._rows(r) for r in active) * max((self._width(r) for r in active), default=0)
-
     @property
     def active(self) -> int:
         return len(self._active_requests())

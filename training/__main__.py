@@ -100,8 +100,10 @@ def parser() -> argparse.ArgumentParser:
                                "and record in the manifest whether they are close enough to serve (export does this)")
     quantize.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
 
-    recover = add("recover", "read a version's trained members back out of its graphs into run folders "
-                             "(checked against the graphs), to export, fine-tune or ensemble them")
+    recover = steps.add_parser("recover", help="read a version's trained members back out of its graphs into run "
+                                               "folders (checked against the graphs), to export, fine-tune or "
+                                               "ensemble them")
+    recover.add_argument("task", choices=TASKS)
     recover.add_argument("--model-dir", type=Path, help="default: the newest version under models/<task>/")
     recover.add_argument("--run-dir", type=Path,
                          help="default runs/<task>/recovered-<version> (an ensemble's members in member-<i>/)")
