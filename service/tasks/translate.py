@@ -70,6 +70,8 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
                         checked: bool = True) -> list[Translation]:
         """Admit all sentences or none (see StepLoop._admit), then await each translation."""
         loop = asyncio.get_running_loop()
+        if checked:  # a full queue refuses before any tokenizing (admission checks again, with the steps)
+            self.admission.check_room(self.in_flight, self._client_in_flight(client), len(texts))
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             sources = self.prepare(texts)
         else:

@@ -141,6 +141,19 @@ def test_a_single_sentence_joins_a_full_batch_of_another_client_s_long_searches(
     assert waited < 5, f"B waited {waited:.1f} s behind A's searches"
 
 
+def test_a_client_over_its_limit_is_refused_before_its_texts_are_tokenized(client, translate, monkeypatch):
+    translator, tokenized = translate.translator, []
+    monkeypatch.setattr(translator.admission, "client_max_items", 2)
+    monkeypatch.setattr(translator, "prepare", lambda texts: tokenized.append(texts))
+
+    async def scenario():
+        with pytest.raises(ClientBusy):
+            await translator.translate(["Where is the station?"] * 3, 4, 32, client="c")
+
+    client.portal.call(scenario)
+    assert tokenized == []
+
+
 def test_translation_work_that_cannot_meet_its_deadline_is_refused_up_front(models_dir):
     from fastapi.testclient import TestClient
 
