@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1056,6 +1057,63 @@ def attack_translation_fairness(server: HostileService, a: str = "key-a", b: str
     return result
 
 
+SHORT_SENTENCES = ["Where is the station?", "I am hungry.", "Tom is reading a book.", "It is raining again.",
+                   "We have to go now.", "She lives in Madrid.", "Do you like coffee?", "The door is open."]
+
+
+def attack_long_sentence(server: HostileService, a: str = "key-a", b: str = "key-b", requests: int = 6,
+                         seconds: float = 10.0) -> Result:
+    """A sentence that widens every row of the batch (128 subwords beside sentences of 4 to 25)
+    must not wait for ever behind short ones: it holds them back until the batch has drained
+    enough for it (`TRANSLATE_MAX_BATCH_TOKENS`). Client A keeps its queue deep (requests of 32
+    sentences of mixed lengths, sent again as each is answered), so there is always a short
+    sentence ready to take any room a hop frees."""
+    result = Result(attack="long sentence beside short ones",
+                    sent=f"client A: {requests} requests of 32 sentences (4-25 subwords) at a time, each sent again "
+                         f"when answered, for {seconds:g} s; client B: one ~1,000-character text after 2 s",
+                    victim="client B: one ~1,000-character text (128 subwords), beam 4")
+    long_body = {"text": long_text(3), "beam_size": 4}
+    alone = [post_once(server, "/translate", long_body, auth(b), timeout=60) for _ in range(3)]
+    result.victim_alone_s = round(sorted(x["seconds"] for x in alone)[1], 3)
+    url = server.url + "/translate"
+    mixed = [text for pair in zip(ENGLISH, SHORT_SENTENCES * 20) for text in pair]
+
+    async def run():
+        async with _session() as session:
+            stop, answers = time.monotonic() + seconds, []
+
+            async def user(first: int) -> None:
+                index = first
+                while time.monotonic() < stop:
+                    texts = [mixed[(index + i) % len(mixed)] for i in range(32)]
+                    answers.append(await _post(session, url, json_body={"texts": texts, "beam_size": 4},
+                                               headers=auth(a), timeout=60))
+                    index += 7
+
+            users = [asyncio.ensure_future(user(i * 5)) for i in range(requests)]
+            await asyncio.sleep(2.0)
+            victim = await _post(session, url, json_body=long_body, headers=auth(b), timeout=60)
+            victim_done = time.monotonic()
+            await asyncio.gather(*users)
+            return victim, victim_done, answers
+
+    victim, victim_done, answers = asyncio.run(run())
+    codes = Counter(_code(x) for x in answers)
+    result.victim_s = round(victim["seconds"], 3)
+    result.came_back = (f"A: {', '.join(f'{n}x {c}' for c, n in codes.most_common())} (32 sentences each); "
+                        f"B: {_code(victim)} in {victim['seconds']:.2f} s (alone {result.victim_alone_s:.2f} s)")
+    result.figures.update(a_statuses=dict(codes), b_status=_code(victim), b_source_chars=len(long_body["text"]))
+    if victim.get("status") != 200:
+        result.fail(f"client B got {_code(victim)}")
+    elif victim["seconds"] > result.victim_alone_s + 3.0:
+        result.fail(f"client B waited {victim['seconds']:.2f} s (bar: its time alone, "
+                    f"{result.victim_alone_s:.2f} s, plus 3 s)")
+    if set(codes) != {"200"}:
+        result.fail(f"client A's requests got {dict(codes)}")
+    result.figures["_healthz_until"] = victim_done
+    return result
+
+
 def attack_music_fairness(server: HostileService, a: str = "key-a", b: str = "key-b", streams: int = 64) -> Result:
     result = Result(attack="music fairness",
                     sent=f"client A: {streams}x /generate-music max_length 5000 (not streamed); then client B: 100 chars",
@@ -1344,6 +1402,7 @@ OPEN_ATTACKS: dict[str, Callable[[HostileService], Result]] = {
 }
 KEYED_ATTACKS: dict[str, Callable[[HostileService], Result]] = {
     "translation_fairness": attack_translation_fairness,
+    "long_sentence": attack_long_sentence,
     "music_fairness": attack_music_fairness,
     "music_flood": attack_music_flood,
     "music_flood_short": lambda s: attack_music_flood(s, max_length=1000),
