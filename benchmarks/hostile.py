@@ -1331,10 +1331,14 @@ def attack_sigterm(server: HostileService, streams: int = 4, background: int = 1
 
     async def run():
         async with _session() as session:
+            # The streams first, so they are admitted before the background fills the batch: on a
+            # slow machine admission refuses what the background makes late (503 overloaded),
+            # and a refused stream never reaches the shutdown this attack is about.
+            tasks = [asyncio.ensure_future(stream(session, KEYS[i % 2], i)) for i in range(streams)]
+            await asyncio.sleep(0.3)
             load = [asyncio.ensure_future(_post(session, server.url + "/generate-music",
                                                 json_body={"max_length": 5000, "seed": 100 + i}, headers=auth("key-c"),
                                                 timeout=grace + 30)) for i in range(background)]
-            tasks = [asyncio.ensure_future(stream(session, KEYS[i % 2], i)) for i in range(streams)]
             await asyncio.sleep(1.0)
             signalled[0] = time.monotonic()
             server.process.send_signal(signal.SIGTERM)

@@ -21,9 +21,14 @@ from typing import Any, Generic, Protocol, TypeVar
 from service.batching import cancel_worker
 from service.errors import QueueFull
 from service.fairness import Admission, FairQueue, StepTimes, fair_share
+from service.memory import trim_heap
 from service.metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
+
+# Hops between two trims of the heap, at most (see `StepLoop._turn`): a flood's end is
+# trimmed, a trickle of single requests now and then, never a busy loop.
+HOPS_PER_TRIM = 64
 
 
 class HasClient(Protocol):
@@ -62,6 +67,7 @@ class StepLoop(ABC, Generic[Request]):
         self._handed: list[Request] = []  # taken from the queue for the hop that is running
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"steps-{name}")
+        self._hops_since_trim = 0
         self._worker: asyncio.Task | None = None
 
     @abstractmethod
@@ -224,8 +230,14 @@ class StepLoop(ABC, Generic[Request]):
         self._waiting.remove_if(self._gone)
         if not self.in_flight:
             self._wake.clear()
+            if self._hops_since_trim >= HOPS_PER_TRIM:  # idle after real work: give back what it freed
+                self._hops_since_trim = 0
+                await asyncio.get_running_loop().run_in_executor(self._executor, trim_heap)
+                if self.in_flight:
+                    return
             await self._wake.wait()
             return
+        self._hops_since_trim += 1
         joining = self._handed = self._joining()
         try:
             results = await asyncio.get_running_loop().run_in_executor(self._executor, self._hop, joining)

@@ -124,3 +124,26 @@ def test_a_fault_outside_a_hop_fails_the_requests_in_flight_and_the_loop_goes_on
         return await asyncio.wait_for(collect(music.generate("X:1\n", **request)), 10)
 
     assert len(client.portal.call(run)) == 20
+
+
+def test_an_idle_step_loop_gives_freed_memory_back_after_real_work(client, monkeypatch):
+    """After HOPS_PER_TRIM hops the loop trims the heap once it has nothing left to do (glibc's
+    malloc_trim), not during work and not after every small request."""
+    import service.continuous as continuous
+
+    trims = []
+    monkeypatch.setattr(continuous, "trim_heap", lambda: trims.append(True))
+    monkeypatch.setattr(continuous, "HOPS_PER_TRIM", 3)
+    translator = client.app.state.registry.get("translate").translator
+    translator._hops_since_trim = 0
+
+    async def translate_and_idle():
+        await translator.translate(["Hello."], 1, 2)  # one hop: below the threshold
+        await asyncio.sleep(0.2)
+        before = len(trims)
+        await translator.translate(["I think that we should all go home now, before it starts to rain."], 4, 40)
+        await asyncio.sleep(0.2)
+        return before
+
+    assert client.portal.call(translate_and_idle) == 0
+    assert len(trims) == 1
