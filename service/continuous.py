@@ -153,12 +153,16 @@ class StepLoop(ABC, Generic[Request]):
             raise QueueFull(f"{self.name} is not running")
         if requests and checked:
             client = requests[0].client
-            self.admission.check_room(self.in_flight, self._client_in_flight(client), len(requests))
+            self._check_room(client, len(requests))
             self.admission.check_deadline(*self.estimate_s(requests, steps), len(requests))
         for request in requests:
             self._waiting.push(request.client, [request])
         self.metrics.waiting(len(self._waiting))
         self._wake.set()
+
+    def _check_room(self, client: str, items: int) -> None:
+        """QueueFull / ClientBusy if `items` more from `client` would not fit in the queues."""
+        self.admission.check_room(self.in_flight, self._client_in_flight(client), items)
 
     def _joining(self) -> list[Request]:
         """Who joins the batch at this hop: free places (`max_active` requests, `max_rows`

@@ -149,7 +149,7 @@ TRANSLATION_TEXTS = ["Hi.", "Where is the station?", "Tom, who lives in Boston, 
                      "I have never been to Spain.", "She said that she would come back before the end of the week."]
 REVIEW_TEXTS = ["Loved it!", "A dull, overlong film that never finds its footing.",
                 "The acting was fine but the plot made no sense at all , and the ending dragged on for ever .",
-                "Great", "Not worth the price; it broke after two days."]
+                "Not worth the price; it broke after two days."]  # check_parity adds a one-word text
 
 # Real ABC for the music parity check (its long runs must read tunes, see its docstring), no
 # data step needed: three traditional tunes, read twice for the two streams of 400 characters.

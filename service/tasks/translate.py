@@ -29,7 +29,8 @@ def expected_steps(source: Source, max_length: int) -> int:
 
 
 # Up to this many characters a request is tokenized on the event loop (about 50 us for a
-# sentence of 19 subwords); a larger one (up to 32 x 1,000 characters, ~20 ms) in a thread.
+# sentence of 19 subwords, 342 us for one of 576 characters); a larger one (up to 32 x 1,000
+# characters, some 20 ms by those figures) in a thread.
 INLINE_TOKENIZE_CHARS = 1_000
 
 
@@ -71,7 +72,7 @@ class ContinuousTranslator(StepLoop[SentenceJob]):
         """Admit all sentences or none (see StepLoop._admit), then await each translation."""
         loop = asyncio.get_running_loop()
         if checked:  # a full queue refuses before any tokenizing (admission checks again, with the steps)
-            self.admission.check_room(self.in_flight, self._client_in_flight(client), len(texts))
+            self._check_room(client, len(texts))
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             sources = self.prepare(texts)
         else:
