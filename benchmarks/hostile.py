@@ -160,12 +160,27 @@ class Probe:
             cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # The probe process takes a second or more to start (its imports): an attack measured
+        # before its first sample would have no /healthz figure at all.
+        if not self.wait_past(time.monotonic(), timeout_s=60.0):
+            self.stop()
+            raise RuntimeError("the /healthz probe sent no sample within 60 s")
 
     def _read(self) -> None:
         for line in self.process.stdout:
             parts = line.split()
             if len(parts) == 4:
                 self.samples.append((float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])))
+
+    def wait_past(self, moment: float, timeout_s: float = 10.0) -> bool:
+        """Wait until a sample begun at or after `moment` has come back (False on timeout or
+        if the probe process has exited)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if self.samples and self.samples[-1][0] >= moment:
+                return True
+            time.sleep(0.01)
+        return bool(self.samples) and self.samples[-1][0] >= moment
 
     def window(self, began: float, ended: float) -> dict[str, Any]:
         inside = [s for s in self.samples if began <= s[0] <= ended]
@@ -228,7 +243,7 @@ def measure(server: HostileService, probe: Probe | None, attack: Callable[[Hosti
                         came_back=f"{type(error).__name__}: {error}")
         result.fail(f"the attack itself failed: {type(error).__name__}: {error}")
     ended = time.monotonic()
-    time.sleep(0.3)  # the probe's last sample of the window
+    time.sleep(0.3)  # let the service settle (an idle step loop trims its heap) before its RSS is read
     result.seconds = result.seconds if result.seconds is not None else round(ended - began, 2)
     result.rss_before_mib = round(rss_before, 1) if rss_before is not None else None
     if server.process.poll() is None:
@@ -238,7 +253,9 @@ def measure(server: HostileService, probe: Probe | None, attack: Callable[[Hosti
         result.rss_held = result.rss_after_mib <= result.rss_before_mib * (1 + RSS_BAR)
     end = result.figures.pop("_healthz_until", None) or ended
     if probe is not None:
-        stats = probe.window(began, max(end, began + 0.2))  # at least a few samples, however short the attack
+        window_end = max(end, began + 0.2)  # at least a few samples, however short the attack
+        probe.wait_past(window_end)  # the window's last sample has come back
+        stats = probe.window(began, window_end)
         result.healthz_max_ms = stats["healthz_max_ms"]
         result.healthz_p50_ms = stats["healthz_p50_ms"]
         result.healthz_failures = stats["healthz_failures"]

@@ -45,6 +45,7 @@ def run(served, attack) -> hostile.Result:
     print(f"\n{result.attack}: {result.came_back}; /healthz worst {result.healthz_max_ms} ms "
           f"({result.healthz_failures} failed); RSS {result.rss_before_mib} -> {result.rss_after_mib} MiB")
     assert result.held, result.problems
+    assert result.figures["probe_samples"] and result.healthz_max_ms is not None, "no /healthz sample in the window"
     assert not result.healthz_failures
     return result
 
