@@ -66,6 +66,14 @@ def test_smoke_ensemble_export(data_cache, tmp_path):
         run_cli("training", "train", "sentiment", "--profile", "smoke", "--run-dir", str(run_dir), "--no-progress",
                 "--set", "train.max_epochs=1", *options[name], env=env)
 
+    # The selection tool scores both members and their mean on the validation split, once each.
+    selected = tmp_path / "selected.json"
+    run_cli("training.sentiment.select", f"P={runs['pretrained']}", f"Q={runs['plain']}", "--json", str(selected), env=env)
+    scored = {c["candidate"]: c for c in json.loads(selected.read_text())["candidates"]}
+    assert set(scored) == {"P", "Q", "P + Q"}
+    assert all(0 < c["film_right"] <= c["film_examples"] and 0 <= c["imdb"] <= 1 for c in scored.values())
+    assert (runs["plain"] / "validation_probabilities.npz").is_file()
+
     model_dir = tmp_path / "models" / "sentiment" / "8"
     run_cli("training", "export", "sentiment", "--profile", "smoke", "--run-dir", str(runs["pretrained"]),
             "--ensemble-with", str(runs["plain"]), "--model-dir", str(model_dir), "--version", "8", env=env)
