@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from training.config import CONFIG_DIR, load_config
 
-PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods", "full_pretrained_fine_foods"],
+PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods", "full_pretrained_fine_foods",
+                          "full_pretrained_fine_foods_seed8"],
             "music": ["smoke", "full"], "translate": ["smoke", "full", "full_ema", "full_encoder2"]}
 
 
