@@ -1,0 +1,88 @@
+"""scripts/device_carry.py: the models and a wheel split into calls under the budget, received
+call by call into a stash that persists, joined and checked, on a pretend device folder."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("device_carry", REPO_ROOT / "scripts" / "device_carry.py")
+device_carry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(device_carry)
+
+KIB = 1024
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    version = root / "models" / "sentiment" / "5"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text('{"graphs": {}}')
+    (version / "model.onnx").write_bytes(os.urandom(300 * KIB))
+    (version / "model.int8.onnx").write_bytes(os.urandom(80 * KIB))
+    (root / "models" / "music" / "5").mkdir(parents=True)
+    (root / "models" / "music" / "5" / "step.onnx").write_bytes(os.urandom(150 * KIB))
+    (root / ".gitignore").write_text("/.carry/\n/.stash/\n/.whl/\n")
+    (root / "README.md").write_text("a small tracked file\n")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    (root / ".whl").mkdir()
+    (root / ".whl" / "onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(os.urandom(700 * KIB))
+    return root
+
+
+def test_parts_travel_call_by_call_and_join_to_the_same_files(repo: Path, tmp_path: Path):
+    wheel = next((repo / ".whl").iterdir())
+    calls = device_carry.pack(repo, [wheel], with_int8=False, part_bytes=256 * KIB)
+    carried = [sum(p.stat().st_size for p in c.iterdir() if p.name != "plan.json") for c in calls]
+    assert len(calls) == 5 and carried[:-1] == [256 * KIB] * 4  # full calls: one may end a file and begin the next
+    assert 0 < carried[-1] <= 256 * KIB
+
+    device = tmp_path / "device"
+    device.mkdir()
+    for number, call in enumerate(calls, start=1):
+        shutil.copytree(call, device / ".carry" / call.name)  # what `run` with carry=[that folder] sends
+        device_carry.receive(device)
+        if number < len(calls):
+            assert device_carry.missing(device)
+            with pytest.raises(SystemExit, match="not received yet"):
+                device_carry.join(device)
+    assert device_carry.join(device) == ["models.tar", wheel.name]
+
+    assert filecmp.cmp(device / ".whl" / wheel.name, wheel, shallow=False)
+    carried = sorted(p.relative_to(device) for p in (device / "models").rglob("*") if p.is_file())
+    assert [str(p) for p in carried] == ["models/music/5/step.onnx", "models/sentiment/5/manifest.json",
+                                         "models/sentiment/5/model.onnx"]  # no int8 graph unless asked
+    assert all(filecmp.cmp(device / p, repo / p, shallow=False) for p in carried)
+
+
+def test_a_corrupted_part_is_refused(repo: Path, tmp_path: Path):
+    calls = device_carry.pack(repo, [], with_int8=True, part_bytes=256 * KIB)
+    device = tmp_path / "device"
+    for call in calls:
+        shutil.copytree(call, device / ".carry" / call.name)
+    device_carry.receive(device)
+    part = device / ".stash" / "models.tar.part-000"
+    part.write_bytes(b"x" + part.read_bytes()[1:])
+    with pytest.raises(SystemExit, match="sha256"):
+        device_carry.join(device)
+
+
+def test_models_set_aside_leave_the_tree_small_and_come_back(repo: Path):
+    with_models = device_carry.tree_bytes(repo)
+    device_carry.aside(repo)
+    assert not (repo / "models").exists()
+    assert device_carry.tree_bytes(repo) < with_models - 500 * KIB
+    calls = device_carry.pack(repo, [], with_int8=False, part_bytes=None)  # packs from the aside copy
+    assert len(calls) == 1
+    device_carry.restore(repo)
+    assert (repo / "models" / "sentiment" / "5" / "model.onnx").is_file()
