@@ -108,16 +108,15 @@ def pack(root: Path, wheels: list[Path], with_int8: bool, part_bytes: int | None
         size = entry["path"].stat().st_size
         entry |= {"size": size, "sha256": sha256(entry["path"]), "parts": 0}
         offset = 0
-        while offset < size or (size == 0 and entry["parts"] == 0):
+        while True:  # at least one part, even of an empty file
             if room == 0:
                 calls.append([])
                 room = budget
             length = min(room, size - offset)
             calls[-1].append((entry["name"], entry["parts"], offset, length))
             entry["parts"] += 1
-            offset += length
-            room -= length
-            if size == 0:
+            offset, room = offset + length, room - length
+            if offset >= size:
                 break
     plan = {"files": [{k: v for k, v in e.items() if k != "path"} for e in files], "calls": len(calls),
             "budget_bytes": budget, "tree_bytes": tree}
