@@ -73,19 +73,6 @@ def _normalise(score: float, length: int, length_penalty: float) -> float:
     return score / max(length, 1) ** length_penalty
 
 
-def coverage(attention: np.ndarray) -> float:
-    """GNMT's coverage term (Wu et al. 2016): the sum over source positions of
-    log(min(attention received, 1)). 0 when every source position got a full share of
-    attention over the translation; negative for positions it left out, which is how a
-    translation that drops part of its source scores."""
-    received = attention.sum(axis=0) if len(attention) else np.zeros(attention.shape[-1])
-    return float(np.log(np.clip(received, 1e-9, 1.0)).sum())
-
-
-# How much a finished translation's coverage (`coverage`) adds to its length-normalised score
-# when beam search ranks finished translations: 0, none (the default until measured).
-COVERAGE_PENALTY = 0.0
-
 # Decoder-step inputs with a source-position axis (axis 1), padded to the batch's longest source.
 SOURCE_AXIS_INPUTS = ("memory", "keys", "source_mask")
 
@@ -146,20 +133,14 @@ class BeamSearch:
             beam = int(self.parents[step][beam])
         return ids[::-1], rows[::-1]
 
-    def finish(self, beam: int, token: int | None, weights: np.ndarray, score: float, length_penalty: float,
-               coverage_penalty: float = 0.0) -> None:
-        """Set aside live hypothesis `beam` extended by `token` (None: by [EOS]) as finished,
-        ranked by its length-normalised score plus `coverage_penalty` times its coverage."""
+    def finish(self, beam: int, token: int | None, weights: np.ndarray, score: float, length_penalty: float) -> None:
+        """Set aside live hypothesis `beam` extended by `token` (None: by [EOS]) as finished."""
         ids, rows = self.history(beam)
         rows.append(weights)
         if token is not None:
             ids.append(token)
-        every_step = np.stack(rows)
-        attention = every_step[: len(ids)] if ids else np.zeros((0, self.source_length), dtype=np.float32)
-        normalised = _normalise(score, len(ids) + 1, length_penalty)
-        if coverage_penalty:
-            normalised += coverage_penalty * coverage(every_step)
-        self.finished.append(Hypothesis(ids, attention, score, normalised))
+        attention = np.stack(rows)[: len(ids)] if ids else np.zeros((0, self.source_length), dtype=np.float32)
+        self.finished.append(Hypothesis(ids, attention, score, _normalise(score, len(ids) + 1, length_penalty)))
 
 
 class BeamBatch:
@@ -173,10 +154,9 @@ class BeamBatch:
     batch's longest source is masked out of the attention.
     """
 
-    def __init__(self, encoder, step, codec: SubwordCodec, length_penalty: float = 1.0,
-                 coverage_penalty: float = COVERAGE_PENALTY):
+    def __init__(self, encoder, step, codec: SubwordCodec, length_penalty: float = 1.0):
         self.encoder, self.step_graph, self.codec = encoder, step, codec
-        self.length_penalty, self.coverage_penalty = length_penalty, coverage_penalty
+        self.length_penalty = length_penalty
         self.searches: list[BeamSearch] = []  # in row order
         self.rows: dict[str, np.ndarray] = {}  # the decoder-step inputs of every live row
 
@@ -292,7 +272,7 @@ class BeamBatch:
             if token == self.codec.eos_id or last:
                 if rank < k:
                     search.finish(beam, None if token == self.codec.eos_id else token, step_weights[beam], score,
-                                  self.length_penalty, self.coverage_penalty)
+                                  self.length_penalty)
                 continue
             beams.append(beam)
             tokens.append(token)
@@ -303,11 +283,10 @@ class BeamBatch:
 
 
 def beam_search(encoder, step, codec: SubwordCodec, sources: list[list[int]], beam_size: int = 4,
-                max_length: int = 100, length_penalty: float = 1.0,
-                coverage_penalty: float = COVERAGE_PENALTY) -> list[Hypothesis]:
+                max_length: int = 100, length_penalty: float = 1.0) -> list[Hypothesis]:
     """Translate source id lists together; returns the best hypothesis of each (with
     beam_size 1 this is greedy decoding)."""
-    batch = BeamBatch(encoder, step, codec, length_penalty, coverage_penalty)
+    batch = BeamBatch(encoder, step, codec, length_penalty)
     searches = batch.add(sources, beam_size, max_length)
     while batch:
         batch.step()
