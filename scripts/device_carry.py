@@ -1,14 +1,19 @@
-"""Carry the committed models and the onnxruntime-gpu wheel to a lent GPU machine whose calls
-take at most 64 MiB each (the working tree included), then put them back together there.
+"""Carry what a lent GPU machine needs to it, in parts, when its calls take at most 64 MiB
+each (the working tree included), put it back together there, and bring results back.
 
-The models (about 150 MB of fp32 graphs) and the wheel (about 256 MB) are more than one call
-may carry, so they travel in parts over calls made back to back while the machine stays warm;
-each part is moved on arrival into `.stash/`, an ignored folder that persists there between
-calls, and the last call joins them, checks every file's sha256 and runs the GPU check.
+For the GPU check (`--for check`, the default): the committed fp32 graphs (about 150 MB) and
+the onnxruntime-gpu wheel for the machine's Python 3.12 (about 256 MB), more than one call may
+carry. For training there (`--for train --task T`): each task's prepared data cache and the
+wheels `python -m training` needs that the machine lacks (pydantic's), usually one call. Each
+part is moved on arrival into `.stash/`, an ignored folder that persists there between calls
+made back to back while the machine stays warm; the last call joins them (every file's sha256
+checked) and runs the work. A checkpoint comes back through $OUT, whose files are capped at
+16 MiB: `send-back` writes it in parts, `take-back` joins them here.
 
-Here, before the calls (stdlib only, no network but for the wheel's download):
+Here, before the calls (stdlib only; the project's .venv/bin/python for `--for train`, which
+pins the wheels to the versions installed here):
 
-    python3 scripts/device_carry.py pack      # .carry/call-NN/ folders, each under the budget
+    python3 scripts/device_carry.py pack      # .carry/call-NN/ folders, each under the budget; prints the calls
     python3 scripts/device_carry.py aside     # models/ -> .carry/aside/ so the tree travels small
 
 Then one `run` per call folder, in order, each carrying only its folder:
@@ -16,9 +21,9 @@ Then one `run` per call folder, in order, each carrying only its folder:
     call 1 .. K-1:  python3 scripts/device_carry.py receive
     call K:         python3 scripts/device_carry.py receive && python3 scripts/device_carry.py join && scripts/gpu_check
 
-and afterwards, here: `python3 scripts/device_carry.py restore` (models/ back in place).
-`pack` prints the exact calls. Rehearsed here by tests/scripts/test_device_carry.py and by hand
-(docs/deployment.md#gpu-check).
+and afterwards, here: `python3 scripts/device_carry.py restore` (models/ back in place), and
+for a training run `python3 scripts/device_carry.py take-back <files_at> --to runs/<task>/<name>`.
+Rehearsed here by tests/scripts/test_device_carry.py and by hand (docs/deployment.md#gpu-check).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 MIB = 1024 * 1024
@@ -38,6 +45,11 @@ MARGIN = 2 * MIB  # for the tree's own small changes between packing and the cal
 PLAN = "plan.json"
 WHEEL_PYTHON = "3.12"  # the lent machine's interpreter (its KINDS.md)
 WHEEL = "onnxruntime-gpu==1.31.1"
+# What `python -m training` imports that the lent machine lacks (it has torch, numpy, tokenizers,
+# onnx, onnxscript, onnxruntime, sacrebleu, tqdm, pandas and typing-extensions).
+TRAINING_PACKAGES = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
+RETURN_FILE_LIMIT, RETURN_FILES, RETURN_LIMIT = 16 * MIB, 8, 64 * MIB  # what $OUT brings back from one call
+BACK = "back.json"
 
 
 def sha256(path: Path) -> str:
@@ -64,41 +76,70 @@ def model_files(root: Path, with_int8: bool) -> list[Path]:
     return sorted(p for p in models.rglob("*") if p.is_file() and (with_int8 or ".int8." not in p.name))
 
 
-def fetch_wheel(root: Path) -> Path:
-    """The onnxruntime-gpu wheel for the lent machine's Python, downloaded into .whl/ once."""
+def fetch_wheels(root: Path, specs: list[str]) -> list[Path]:
+    """Wheels for the lent machine's Python (`NAME==VERSION` each), downloaded into .whl/ once."""
     target = root / ".whl"
     tag = "cp" + WHEEL_PYTHON.replace(".", "")
-    found = sorted(target.glob(f"onnxruntime_gpu-*-{tag}-*.whl"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", WHEEL_PYTHON, "--implementation", "cp",
-                        "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
-                        "--platform", "manylinux_2_17_x86_64", "-d", str(target), WHEEL], check=True)
-        found = sorted(target.glob(f"onnxruntime_gpu-*-{tag}-*.whl"))
-    return found[-1]
+    found = []
+    for spec in specs:
+        name, version = spec.split("==")
+        pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+        wheels = [w for w in target.glob(pattern) if f"-{tag}-" in w.name or "-py3-none-" in w.name]
+        if not wheels:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "--python-version", WHEEL_PYTHON, "--implementation", "cp",
+                            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
+                            "--platform", "manylinux_2_17_x86_64", "-d", str(target), spec], check=True)
+            wheels = [w for w in target.glob(pattern) if f"-{tag}-" in w.name or "-py3-none-" in w.name]
+        found.append(sorted(wheels)[-1])
+    return found
 
 
-def pack(root: Path, wheels: list[Path], with_int8: bool, part_bytes: int | None) -> list[Path]:
-    """Split the models (as one tar) and the wheels into parts and share them among call
-    folders .carry/call-NN/, each with the plan; returns the call folders in order."""
+def training_wheels() -> list[str]:
+    """What `python -m training` needs that the lent machine lacks (its KINDS.md list): pydantic
+    and its own needs, at the versions installed here."""
+    try:
+        return [f"{name}=={version(name)}" for name in TRAINING_PACKAGES]
+    except PackageNotFoundError as missing:
+        raise SystemExit(f"{missing} is not installed in this interpreter: run pack with the project's "
+                         ".venv/bin/python, or name the wheels with --wheel") from None
+
+
+def cache_dir() -> Path:
+    """The project's data cache (training.config.cache_dir, without importing the project)."""
+    return Path(os.environ.get("SEQSERVE_CACHE_DIR", Path.home() / ".cache" / "seqserve")).expanduser()
+
+
+def pack(root: Path, wheels: list[Path], with_int8: bool, part_bytes: int | None, models: bool = True,
+         caches: dict[str, Path] | None = None) -> list[Path]:
+    """Split the models (as one tar), each task's data cache (`caches`: task -> its folder, a
+    tar each, for training there) and the wheels into parts and share them among call folders
+    .carry/call-NN/, each with the plan; returns the call folders in order."""
     carry = root / ".carry"
     for old in carry.glob("call-*"):
         shutil.rmtree(old)
     build = carry / "build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
-    models_root = (root / "models").parent if (root / "models").is_dir() else carry / "aside"
-    archive = build / "models.tar"
-    with tarfile.open(archive, "w") as tar:  # uncompressed: float weights hardly compress
-        for path in model_files(root, with_int8):
-            tar.add(path, arcname=str(path.relative_to(models_root)))
+    files = []
+    if models:
+        models_root = (root / "models").parent if (root / "models").is_dir() else carry / "aside"
+        archive = build / "models.tar"
+        with tarfile.open(archive, "w") as tar:  # uncompressed: float weights hardly compress
+            for path in model_files(root, with_int8):
+                tar.add(path, arcname=str(path.relative_to(models_root)))
+        files.append({"name": "models.tar", "kind": "models", "path": archive})
+    for task, folder in (caches or {}).items():
+        archive = build / f"cache-{task}.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(folder, arcname=task)
+        files.append({"name": archive.name, "kind": "cache", "path": archive})
 
     tree = tree_bytes(root) - sum(p.stat().st_size for p in model_files(root, True) if (root / "models").is_dir())
     budget = part_bytes or CALL_LIMIT - tree - MARGIN
     if budget <= 0:
         raise SystemExit(f"the working tree alone ({tree / MIB:.1f} MiB) leaves no room under 64 MiB")
 
-    files = [{"name": "models.tar", "kind": "models", "path": archive}]
     files += [{"name": wheel.name, "kind": "wheel", "path": wheel} for wheel in wheels]
     # One stream of every file, cut into calls of `budget` bytes: a call may end one file and
     # begin the next, so no call travels half empty.
@@ -171,15 +212,65 @@ def join(root: Path) -> list[str]:
                     shutil.copyfileobj(part, out)
         if (digest := sha256(joined)) != entry["sha256"]:
             raise SystemExit(f"{entry['name']}: sha256 {digest[:12]}… is not the packed {entry['sha256'][:12]}…")
-        if entry["kind"] == "models":
-            if (root / "models").exists():
-                shutil.rmtree(root / "models")
+        if entry["kind"] in ("models", "cache"):  # models/ in the tree; caches under .stash/cache/
+            target = root if entry["kind"] == "models" else stash / "cache"
             with tarfile.open(joined) as tar:
-                tar.extractall(root, filter="data")
+                for top in {name.split("/")[0] for name in tar.getnames()}:
+                    shutil.rmtree(target / top, ignore_errors=True)
+                tar.extractall(target, filter="data")
             joined.unlink()
         else:
             (root / ".whl").mkdir(exist_ok=True)
             shutil.move(str(joined), str(root / ".whl" / entry["name"]))
+        done.append(entry["name"])
+    return done
+
+
+def send_back(paths: list[Path], out: Path) -> list[Path]:
+    """On the device: what a run made (files, or a run folder: its checkpoint, summary and
+    tokenizer) written into `out` ($OUT) in parts of at most 16 MiB, with back.json (names,
+    sizes, sha256), within what one call brings back: 8 files, 64 MiB. Refuses, naming the
+    sizes, what would not fit."""
+    # A run folder: every file in it but last.pt (weights, optimizer and RNG state for resuming
+    # there, which stays on the device while it is warm).
+    paths = [f for path in paths for f in (sorted(p for p in path.iterdir() if p.is_file() and p.name != "last.pt")
+                                           if path.is_dir() else [path])]
+    entries, parts = [], []
+    for path in paths:
+        size = path.stat().st_size
+        count = max(1, -(-size // RETURN_FILE_LIMIT))
+        entries.append({"name": path.name, "size": size, "sha256": sha256(path), "parts": count})
+        parts += [(path, i) for i in range(count)]
+    total = sum(e["size"] for e in entries)
+    if len(parts) + 1 > RETURN_FILES or total > RETURN_LIMIT - MIB:
+        raise SystemExit(f"{len(parts)} parts, {total / MIB:.1f} MiB: more than one call brings back "
+                         f"({RETURN_FILES - 1} parts of 16 MiB beside back.json, under 63 MiB); send fewer files")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, index in parts:
+        with open(path, "rb") as source, open(out / f"{path.name}.part-{index:03d}", "wb") as target:
+            source.seek(index * RETURN_FILE_LIMIT)
+            target.write(source.read(RETURN_FILE_LIMIT))
+        written.append(out / f"{path.name}.part-{index:03d}")
+    (out / BACK).write_text(json.dumps({"files": entries}, indent=1) + "\n")
+    return written + [out / BACK]
+
+
+def take_back(source: Path, destination: Path) -> list[str]:
+    """Here: the files send-back wrote, joined from the parts that came back and checked
+    against their sha256, into `destination` (a run folder)."""
+    plan = json.loads((source / BACK).read_text())
+    destination.mkdir(parents=True, exist_ok=True)
+    done = []
+    for entry in plan["files"]:
+        target = destination / entry["name"]
+        with open(target, "wb") as out:
+            for index in range(entry["parts"]):
+                with open(source / f"{entry['name']}.part-{index:03d}", "rb") as part:
+                    shutil.copyfileobj(part, out)
+        if (digest := sha256(target)) != entry["sha256"]:
+            target.unlink()
+            raise SystemExit(f"{entry['name']}: sha256 {digest[:12]}… is not the one sent {entry['sha256'][:12]}…")
         done.append(entry["name"])
     return done
 
@@ -201,23 +292,40 @@ def restore(root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["pack", "aside", "restore", "receive", "join"])
+    parser.add_argument("step", choices=["pack", "aside", "restore", "receive", "join", "send-back", "take-back"])
+    parser.add_argument("paths", nargs="*", type=Path, help="send-back: the files; take-back: the folder that came back")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
-    parser.add_argument("--wheel", type=Path, action="append", help="wheels to carry (default: onnxruntime-gpu for Python 3.12)")
+    parser.add_argument("--for", dest="purpose", choices=["check", "train"], default="check",
+                        help="check (default): the models and onnxruntime-gpu for scripts/gpu_check; train: the "
+                             "data of each --task and the wheels `python -m training` needs there")
+    parser.add_argument("--task", action="append", default=[], help="train: a task whose data cache travels")
+    parser.add_argument("--wheel", type=Path, action="append", help="the wheels to carry instead of the default ones")
     parser.add_argument("--with-int8", action="store_true", help="also carry the int8 graphs")
     parser.add_argument("--part-bytes", type=int, help="a part's size (default: what 64 MiB leaves beside the tree)")
+    parser.add_argument("--out", type=Path, help="send-back: where the parts go ($OUT)")
+    parser.add_argument("--to", type=Path, help="take-back: the folder the files are joined into")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.step == "pack":
-        wheels = args.wheel if args.wheel is not None else [fetch_wheel(root)]
-        folders = pack(root, wheels, args.with_int8, args.part_bytes)
+        training = args.purpose == "train"
+        if training and not args.task:
+            parser.error("--for train needs at least one --task")
+        caches = {task: cache_dir() / task for task in args.task}
+        for task, folder in caches.items():
+            if not (folder / "meta.json").is_file():
+                parser.error(f"{folder} holds no prepared data: run `python -m training data {task}` first")
+        specs = training_wheels() if training else [WHEEL]
+        wheels = args.wheel if args.wheel is not None else fetch_wheels(root, specs)
+        folders = pack(root, wheels, args.with_int8, args.part_bytes, models=not training, caches=caches)
         plan = json.loads((folders[0] / PLAN).read_text())
         print(f"{len(folders)} calls, parts of at most {plan['budget_bytes'] / MIB:.1f} MiB beside a "
               f"{plan['tree_bytes'] / MIB:.1f} MiB tree:")
+        last = ("python3 scripts/device_carry.py join && python3 -m pip install -q --no-index --no-deps --target "
+                "/tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site SEQSERVE_CACHE_DIR=$PWD/.stash/cache && "
+                "python3 -m training train <task> --device cuda --run-dir .stash/runs/<name> --no-progress && "
+                "python3 scripts/device_carry.py send-back .stash/runs/<name> --out $OUT") if training else "python3 scripts/device_carry.py join && scripts/gpu_check"
         for number, folder in enumerate(folders, start=1):
-            command = "python3 scripts/device_carry.py receive"
-            if number == len(folders):
-                command += " && python3 scripts/device_carry.py join && scripts/gpu_check"
+            command = "python3 scripts/device_carry.py receive" + (f" && {last}" if number == len(folders) else "")
             size = sum(p.stat().st_size for p in folder.iterdir()) / MIB
             print(f"  call {number}: carry [{str(folder.relative_to(root))!r}] ({size:.1f} MiB): {command}")
         if (root / "models").is_dir():
@@ -228,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         stashed = receive(root)
         lost = missing(root) if (root / ".stash" / PLAN).is_file() else ["(no plan yet)"]
         print(f"stashed {len(stashed)} files; still to come: {', '.join(lost) or 'nothing'}")
-    else:
+    elif args.step == "join":
         print("joined and checked: " + ", ".join(join(root)))
+    elif args.step == "send-back":
+        if not args.paths or args.out is None:
+            parser.error("send-back needs the files and --out")
+        print("sent back: " + ", ".join(p.name for p in send_back(args.paths, args.out)))
+    else:
+        if len(args.paths) != 1 or args.to is None:
+            parser.error("take-back needs the folder that came back and --to")
+        print("taken back: " + ", ".join(take_back(args.paths[0], args.to)))
     return 0
 
 

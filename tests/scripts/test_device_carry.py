@@ -86,3 +86,43 @@ def test_models_set_aside_leave_the_tree_small_and_come_back(repo: Path):
     assert len(calls) == 1
     device_carry.restore(repo)
     assert (repo / "models" / "sentiment" / "5" / "model.onnx").is_file()
+
+
+def test_a_task_cache_travels_for_training_without_the_models(repo: Path, tmp_path: Path):
+    cache = tmp_path / "cache" / "translate"
+    cache.mkdir(parents=True)
+    (cache / "meta.json").write_text("{}")
+    (cache / "train.jsonl.gz").write_bytes(os.urandom(90 * KIB))
+    wheel = tmp_path / "pydantic-2.14.4-py3-none-any.whl"
+    wheel.write_bytes(os.urandom(40 * KIB))
+    calls = device_carry.pack(repo, [wheel], with_int8=False, part_bytes=None, models=False,
+                              caches={"translate": cache})
+    assert len(calls) == 1  # the data and the wheels of a training call fit one call
+    device = tmp_path / "device"
+    shutil.copytree(calls[0], device / ".carry" / calls[0].name)
+    device_carry.receive(device)
+    assert device_carry.join(device) == ["cache-translate.tar", wheel.name]
+    assert not (device / "models").exists()
+    assert filecmp.cmp(device / ".stash" / "cache" / "translate" / "train.jsonl.gz", cache / "train.jsonl.gz",
+                       shallow=False)
+    assert (device / ".whl" / wheel.name).is_file()
+
+
+def test_a_checkpoint_comes_back_in_parts_of_16_mib(tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(os.urandom(40 * 1024 * KIB))  # a translation member's size
+    (run / "training.json").write_text('{"epochs_run": 3}')
+    (run / "last.pt").write_bytes(os.urandom(KIB))  # stays on the device
+    out = tmp_path / "OUT"
+    written = device_carry.send_back([run], out)  # the run folder: all but last.pt
+    assert len(written) == 5 and all(p.stat().st_size <= 16 * 1024 * KIB for p in written)  # 3 + 1 parts, back.json
+    assert device_carry.take_back(out, tmp_path / "runs" / "gpu") == ["best.pt", "training.json"]
+    assert filecmp.cmp(tmp_path / "runs" / "gpu" / "best.pt", run / "best.pt", shallow=False)
+
+    (run / "big.pt").write_bytes(os.urandom(70 * 1024 * KIB))  # too much for one call
+    with pytest.raises(SystemExit, match="more than one call brings back"):
+        device_carry.send_back([run / "big.pt"], tmp_path / "OUT2")
+    (out / "best.pt.part-001").write_bytes(b"broken")
+    with pytest.raises(SystemExit, match="sha256"):
+        device_carry.take_back(out, tmp_path / "runs" / "gpu2")
