@@ -288,6 +288,7 @@ def restore(root: Path) -> None:
     if (root / "models").exists():
         raise SystemExit("models/ exists: nothing to restore over")
     shutil.move(str(source), str(root / "models"))
+    source.parent.rmdir()  # .carry/aside/, now empty
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,7 @@ def test_models_set_aside_leave_the_tree_small_and_come_back(repo: Path):
     calls = device_carry.pack(repo, [], with_int8=False, part_bytes=None)  # packs from the aside copy
     assert len(calls) == 1
     device_carry.restore(repo)
-    assert (repo / "models" / "sentiment" / "5" / "model.onnx").is_file()
+    assert (repo / "models" / "sentiment" / "5" / "model.onnx").is_file() and not (repo / ".carry" / "aside").exists()
 
 
 def test_a_task_cache_travels_for_training_without_the_models(repo: Path, tmp_path: Path):
