@@ -196,7 +196,8 @@ def missing(root: Path) -> list[str]:
 
 def join(root: Path) -> list[str]:
     """On the device, after the last call's parts: every file joined and checked against its
-    sha256; the models extracted into models/, the wheels into .whl/."""
+    sha256; the models extracted into models/, the data caches into .stash/cache/ (for
+    SEQSERVE_CACHE_DIR), the wheels into .whl/."""
     stash = root / ".stash"
     if not (stash / PLAN).is_file():
         raise SystemExit("no plan in .stash/: run `receive` in each call first")
