@@ -76,3 +76,22 @@ def load_best(run_dir: Path, model_class: type[torch.nn.Module]) -> tuple[torch.
     model = model_class(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint
+
+
+def init_run_dir(init_from: str, repo_root: Path) -> Path:
+    """The run folder `train.init_from` names (relative paths from the repository root, where
+    `runs/` is by default), checked before any work: it must hold best weights and a tokenizer."""
+    run_dir = Path(init_from) if Path(init_from).is_absolute() else repo_root / init_from
+    missing = [name for name in (BEST, "tokenizer.json") if not (run_dir / name).is_file()]
+    if missing:
+        raise SystemExit(f"train.init_from: {run_dir} has no {' and no '.join(missing)}: train that run first "
+                         "(or --set train.init_from=<its folder>)")
+    return run_dir
+
+
+def load_weights_from(model: torch.nn.Module, run_dir: Path) -> None:
+    """Fine-tuning: start `model` from another run's best weights, which must be this network."""
+    try:
+        model.load_state_dict(load(run_dir / BEST)["model"])
+    except RuntimeError as error:  # another size or shape: say so, not a traceback
+        raise SystemExit(f"train.init_from: {run_dir}'s weights do not fit this run's network: {error}") from None

@@ -224,17 +224,11 @@ def pretrain_language_model(model: SentimentLSTM, encoder: TextEncoder, train_se
 
 
 def initial_run(init_from: str, pretraining: bool) -> Path:
-    """The run folder `train.init_from` names (a relative path from the repository root, where
-    `runs/` is by default), checked before any work."""
+    """The run folder `train.init_from` names, checked before any work."""
     if pretraining:
         raise SystemExit("train.init_from starts from trained weights: it cannot follow pretraining "
                          "(pretrain.epochs > 0)")
-    run_dir = Path(init_from) if Path(init_from).is_absolute() else REPO_ROOT / init_from
-    missing = [name for name in (checkpoints.BEST, "tokenizer.json") if not (run_dir / name).is_file()]
-    if missing:
-        raise SystemExit(f"train.init_from: {run_dir} has no {' and no '.join(missing)}: train that run first "
-                         "(or --set train.init_from=<its folder>)")
-    return run_dir
+    return checkpoints.init_run_dir(init_from, REPO_ROOT)
 
 
 def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path) -> None:
@@ -242,10 +236,7 @@ def start_from_run(model: SentimentLSTM, run_dir: Path, tokenizer_path: Path) ->
     this vocabulary (the same tokenizer file)."""
     if (run_dir / "tokenizer.json").read_bytes() != tokenizer_path.read_bytes():
         raise SystemExit(f"train.init_from: {run_dir} has another tokenizer than this run")
-    try:
-        model.load_state_dict(checkpoints.load(run_dir / checkpoints.BEST)["model"])
-    except RuntimeError as error:  # another size or readout: say so, not a traceback
-        raise SystemExit(f"train.init_from: {run_dir}'s weights do not fit this run's network: {error}") from None
+    checkpoints.load_weights_from(model, run_dir)
 
 
 def load_pretrained_embeddings(embedding: nn.Embedding, encoder: TextEncoder) -> int:

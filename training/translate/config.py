@@ -38,6 +38,7 @@ class Train(Section):
     max_target_tokens: Positive
     train_pairs: Count
     validation_sentences: Count
+    init_from: str = ""  # a run folder whose best weights and tokenizer start this run (fine-tuning); "" none
     max_seconds: Seconds
 
 

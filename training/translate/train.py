@@ -6,6 +6,7 @@ reference), which early stopping and the learning-rate decay follow. From
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 from seqserve.translation import SubwordCodec
 from training import checkpoints
 from training.batching import length_bucketed_batches, subsample
+from training.config import REPO_ROOT
 from training.loop import Loop, Steps, start_run
 from training.tokenizer import build_subword_tokenizer
 from training.translate import data
@@ -87,7 +89,10 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     train_pairs = subsample(data.training_pairs(splits["train"]), settings.train_pairs, settings.seed)
     validation_rows = subsample(splits["validation"], settings.validation_sentences, settings.seed)
     tokenizer_path = run_dir / "tokenizer.json"
-    if not (resume and tokenizer_path.is_file()):
+    initial = checkpoints.init_run_dir(settings.init_from, REPO_ROOT) if settings.init_from and not resume else None
+    if initial is not None:  # the weights were trained with that vocabulary: keep it
+        shutil.copyfile(initial / "tokenizer.json", tokenizer_path)
+    elif not (resume and tokenizer_path.is_file()):
         texts = [text for pair in train_pairs for text in pair]
         build_subword_tokenizer(texts, token_config.vocab_size, token_config.min_frequency).save(str(tokenizer_path))
     codec = SubwordCodec.from_file(tokenizer_path, token_config.max_source_tokens)
@@ -100,9 +105,13 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
                   "encoder_hidden": model_config.encoder_hidden,
                   "encoder_layers": model_config.encoder_layers, "decoder_hidden": model_config.decoder_hidden,
                   "dropout": model_config.dropout, "pad_id": codec.pad_id}
-    model = Translator(**model_args).to(device_)
+    model = Translator(**model_args)
+    if initial is not None:
+        checkpoints.load_weights_from(model, initial)
+    model.to(device_)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loop = Loop.from_config(config, model, optimizer, run_dir, device_, model_args,
                             (len(train_pairs), len(validation_rows)), resume, progress,
-                            ema_decay=settings.ema_decay, lr_decay_on_plateau=settings.lr_decay)
+                            ema_decay=settings.ema_decay, lr_decay_on_plateau=settings.lr_decay,
+                            facts={"initialised_from": settings.init_from or None})
     return loop.fit(TranslationSteps(model, optimizer, codec, (sources, targets), validation, config, device_))

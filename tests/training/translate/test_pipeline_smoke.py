@@ -35,6 +35,22 @@ def test_smoke_train_export(tmp_path):
     assert summary["best_validation"] == best, "the best epoch is the one the summary reports"
     assert best["greedy_bleu"] == max(entry["validation"]["greedy_bleu"] for entry in summary["history"])
 
+    # train.init_from: a run that starts from this one's best weights and tokenizer (as from a
+    # folder `recover` wrote). At a learning rate of ~0 its first validation is the start's.
+    tuned = tmp_path / "tuned"
+    run_cli("training", "train", "translate", "--profile", "smoke", "--run-dir", str(tuned), "--no-progress",
+            "--set", "train.max_epochs=1", "--set", f"train.init_from={run_dir}", "--set", "train.learning_rate=1e-12",
+            env=env)
+    assert (tuned / "tokenizer.json").read_bytes() == (run_dir / "tokenizer.json").read_bytes()
+    started = json.loads((tuned / "training.json").read_text())
+    assert started["initialised_from"] == str(run_dir)
+    assert started["history"][0]["validation"]["greedy_bleu"] == best["greedy_bleu"]
+    refused = subprocess.run([sys.executable, "-m", "training", "train", "translate", "--profile", "smoke",
+                              "--run-dir", str(tmp_path / "other"), "--no-progress", "--set", f"train.init_from={run_dir}",
+                              "--set", "model.decoder_hidden=24"], cwd=REPO_ROOT, env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "do not fit this run's network" in refused.stderr
+
     # No --version: the next free version under SEQSERVE_MODELS_DIR, here the first.
     exported = run_cli("training", "export", "translate", "--profile", "smoke", "--run-dir", str(run_dir), env=env)
     assert f"wrote translate version 1 to {model_dir}" in exported.stdout
