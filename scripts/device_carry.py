@@ -135,10 +135,13 @@ def pack(root: Path, wheels: list[Path], with_int8: bool, part_bytes: int | None
             tar.add(folder, arcname=task)
         files.append({"name": archive.name, "kind": "cache", "path": archive})
 
-    tree = tree_bytes(root) - sum(p.stat().st_size for p in model_files(root, True) if (root / "models").is_dir())
-    budget = part_bytes or CALL_LIMIT - tree - MARGIN
-    if budget <= 0:
-        raise SystemExit(f"the working tree alone ({tree / MIB:.1f} MiB) leaves no room under 64 MiB")
+    if part_bytes:
+        tree, budget = None, part_bytes
+    else:  # what 64 MiB leaves beside the tree as it will travel (models/ set aside)
+        tree = tree_bytes(root) - sum(p.stat().st_size for p in model_files(root, True) if (root / "models").is_dir())
+        budget = CALL_LIMIT - tree - MARGIN
+        if budget <= 0:
+            raise SystemExit(f"the working tree alone ({tree / MIB:.1f} MiB) leaves no room under 64 MiB")
 
     files += [{"name": wheel.name, "kind": "wheel", "path": wheel} for wheel in wheels]
     # One stream of every file, cut into calls of `budget` bytes: a call may end one file and
@@ -320,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         wheels = args.wheel if args.wheel is not None else fetch_wheels(root, specs)
         folders = pack(root, wheels, args.with_int8, args.part_bytes, models=not training, caches=caches)
         plan = json.loads((folders[0] / PLAN).read_text())
-        print(f"{len(folders)} calls, parts of at most {plan['budget_bytes'] / MIB:.1f} MiB beside a "
-              f"{plan['tree_bytes'] / MIB:.1f} MiB tree:")
+        beside = f" beside a {plan['tree_bytes'] / MIB:.1f} MiB tree" if plan["tree_bytes"] is not None else ""
+        print(f"{len(folders)} calls, parts of at most {plan['budget_bytes'] / MIB:.1f} MiB{beside}:")
         last = ("python3 scripts/device_carry.py join && python3 -m pip install -q --no-index --no-deps --target "
                 "/tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site SEQSERVE_CACHE_DIR=$PWD/.stash/cache && "
                 "python3 -m training train <task> --device cuda --run-dir .stash/runs/<name> --no-progress && "
