@@ -197,6 +197,18 @@ def missing(root: Path) -> list[str]:
             if not (stash / f"{f['name']}.part-{i:03d}").is_file()]
 
 
+def join_parts(folder: Path, entry: dict, target: Path) -> None:
+    """`entry`'s parts in `folder` (NAME.part-NNN) concatenated into `target`, which is
+    removed again unless its sha256 is the one recorded when the parts were cut."""
+    with open(target, "wb") as out:
+        for index in range(entry["parts"]):
+            with open(folder / f"{entry['name']}.part-{index:03d}", "rb") as part:
+                shutil.copyfileobj(part, out)
+    if (digest := sha256(target)) != entry["sha256"]:
+        target.unlink()
+        raise SystemExit(f"{entry['name']}: sha256 {digest[:12]}… is not the recorded {entry['sha256'][:12]}…")
+
+
 def join(root: Path) -> list[str]:
     """On the device, after the last call's parts: every file joined and checked against its
     sha256; the models extracted into models/, the data caches into .stash/cache/ (for
@@ -210,12 +222,7 @@ def join(root: Path) -> list[str]:
     done = []
     for entry in plan["files"]:
         joined = stash / entry["name"]
-        with open(joined, "wb") as out:
-            for index in range(entry["parts"]):
-                with open(stash / f"{entry['name']}.part-{index:03d}", "rb") as part:
-                    shutil.copyfileobj(part, out)
-        if (digest := sha256(joined)) != entry["sha256"]:
-            raise SystemExit(f"{entry['name']}: sha256 {digest[:12]}… is not the packed {entry['sha256'][:12]}…")
+        join_parts(stash, entry, joined)
         if entry["kind"] in ("models", "cache"):  # models/ in the tree; caches under .stash/cache/
             target = root if entry["kind"] == "models" else stash / "cache"
             with tarfile.open(joined) as tar:
@@ -267,14 +274,7 @@ def take_back(source: Path, destination: Path) -> list[str]:
     destination.mkdir(parents=True, exist_ok=True)
     done = []
     for entry in plan["files"]:
-        target = destination / entry["name"]
-        with open(target, "wb") as out:
-            for index in range(entry["parts"]):
-                with open(source / f"{entry['name']}.part-{index:03d}", "rb") as part:
-                    shutil.copyfileobj(part, out)
-        if (digest := sha256(target)) != entry["sha256"]:
-            target.unlink()
-            raise SystemExit(f"{entry['name']}: sha256 {digest[:12]}… is not the one sent {entry['sha256'][:12]}…")
+        join_parts(source, entry, destination / entry["name"])
         done.append(entry["name"])
     return done
 
