@@ -1,7 +1,7 @@
 """Training runs read back out of a committed version: `python -m training recover <task>`.
 
 A session starts from a fresh checkout: `runs/` (the checkpoints) is not in the repository,
-only `models/`. To fine-tune a served model, resume from it (`train.init_from`) or add a
+only `models/`. To fine-tune a served model (`train.init_from`: sentiment, translation) or add a
 member to its ensemble (`export --ensemble-with`), recover its runs from its graphs first:
 
     python -m training recover translate          # the newest version -> runs/translate/recovered-<v>/member-<i>/

@@ -29,7 +29,7 @@ from training.config import load_config
 from training.sentiment import data
 from training.sentiment.evaluate import roc_auc
 from training.sentiment.model import SentimentLSTM
-from training.sentiment.train import to_tensors
+from training.sentiment.train import logits_of
 
 FILM_SOURCES = ("imdb", "rotten_tomatoes")
 CACHE_FILE = "validation_probabilities.npz"  # in the run folder, keyed by best.pt's digest and the rows
@@ -61,19 +61,13 @@ def positive_probabilities(run_dir: Path, rows: list[dict[str, Any]]) -> np.ndar
     return probabilities
 
 
-@torch.no_grad()
-def _positive_probabilities(run_dir: Path, rows: list[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
+def _positive_probabilities(run_dir: Path, rows: list[dict[str, Any]]) -> np.ndarray:
     model, checkpoint = load_best(run_dir, SentimentLSTM)
     tokens = checkpoint["config"]["tokenizer"]
     encoder = TextEncoder.from_file(run_dir / "tokenizer.json", TruncationPolicy(tokens["max_tokens"], tokens["head_tokens"]))
-    sequences = encoder.token_ids([r["text"] for r in rows])
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    probabilities = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        ids, lengths = to_tensors(encoder, [sequences[i] for i in batch], torch.device("cpu"))
-        probabilities[batch] = torch.softmax(model(ids, lengths), dim=-1)[:, 1].double().numpy()
-    return probabilities
+    logits = logits_of(model, encoder, encoder.token_ids([r["text"] for r in rows]), torch.device("cpu"))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, as the ensemble graph averages
+    return shifted[:, 1] / shifted.sum(axis=1)
 
 
 def score(probabilities: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:

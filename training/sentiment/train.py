@@ -40,17 +40,26 @@ def to_tensors(encoder: TextEncoder, sequences: list[list[int]], device: torch.d
 
 
 @torch.no_grad()
-def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[list[int]],
-                       rows: list[dict[str, Any]], device: torch.device, batch_size: int = 256) -> dict[str, float]:
+def logits_of(model: nn.Module, encoder: TextEncoder, sequences: list[list[int]], device: torch.device,
+              batch_size: int = 256) -> np.ndarray:
+    """The model's logits [examples, 2] for every sequence, in their order (run in batches of
+    similar length)."""
     model.eval()
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    correct: dict[str, list[int]] = {}
+    logits = np.empty((len(sequences), 2))
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         ids, lengths = to_tensors(encoder, [sequences[i] for i in batch], device)
-        predicted = model(ids, lengths).argmax(dim=-1).tolist()
-        for i, label in zip(batch, predicted):
-            correct.setdefault(rows[i]["source"], []).append(int(label == rows[i]["label"]))
+        logits[batch] = model(ids, lengths).double().cpu().numpy()
+    return logits
+
+
+def accuracy_by_source(model: nn.Module, encoder: TextEncoder, sequences: list[list[int]],
+                       rows: list[dict[str, Any]], device: torch.device, batch_size: int = 256) -> dict[str, float]:
+    predicted = logits_of(model, encoder, sequences, device, batch_size).argmax(axis=1)
+    correct: dict[str, list[int]] = {}
+    for row, label in zip(rows, predicted.tolist()):
+        correct.setdefault(row["source"], []).append(int(label == row["label"]))
     scores = {source: sum(hits) / len(hits) for source, hits in sorted(correct.items())}
     # Early stopping weighs the sources alike: the short sentences are a third of the data but
     # as much of what the model must be good at as the long reviews (and so is another domain).
