@@ -111,17 +111,23 @@ def test_a_task_cache_travels_for_training_without_the_models(repo: Path, tmp_pa
     assert (device / ".whl" / wheel.name).is_file()
 
 
-def test_a_checkpoint_comes_back_in_parts_of_16_mib(tmp_path: Path):
+def test_a_checkpoint_comes_back_in_parts_of_16_mib_without_its_optimizer_state(tmp_path: Path):
+    torch = pytest.importorskip("torch")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "best.pt").write_bytes(os.urandom(40 * 1024 * KIB))  # a translation member's size
+    weights = {"w": torch.randn(9 * 1024 * 1024)}  # 36 MiB of weights: three parts
+    torch.save({"epoch": 3, "model": weights, "model_args": {"n": 1}, "config": {"train": {}},
+                "optimizer": {"state": {"exp_avg": torch.randn(9 * 1024 * 1024)}}, "rng": {}}, run / "best.pt")
     (run / "training.json").write_text('{"epochs_run": 3}')
     (run / "last.pt").write_bytes(os.urandom(KIB))  # stays on the device
     out = tmp_path / "OUT"
     written = device_carry.send_back([run], out)  # the run folder: all but last.pt
     assert len(written) == 5 and all(p.stat().st_size <= 16 * 1024 * KIB for p in written)  # 3 + 1 parts, back.json
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)  # nothing else in $OUT
     assert device_carry.take_back(out, tmp_path / "runs" / "gpu") == ["best.pt", "training.json"]
-    assert filecmp.cmp(tmp_path / "runs" / "gpu" / "best.pt", run / "best.pt", shallow=False)
+    back = torch.load(tmp_path / "runs" / "gpu" / "best.pt", weights_only=False)
+    assert set(back) == {"epoch", "model", "model_args", "config"} and torch.equal(back["model"]["w"], weights["w"])
+    assert (run / "best.pt").stat().st_size > 70 * 1024 * KIB  # the run's own file is left as it was
 
     (run / "big.pt").write_bytes(os.urandom(70 * 1024 * KIB))  # too much for one call
     with pytest.raises(SystemExit, match="more than one call brings back"):
