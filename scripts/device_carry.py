@@ -41,6 +41,7 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 CALL_LIMIT = 64 * MIB  # what one call may carry, the working tree included
 MARGIN = 2 * MIB  # for the tree's own small changes between packing and the calls
@@ -52,7 +53,6 @@ WHEEL = "onnxruntime-gpu==1.31.1"
 TRAINING_PACKAGES = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
 RETURN_FILE_LIMIT, RETURN_FILES, RETURN_LIMIT = 16 * MIB, 8, 64 * MIB  # what $OUT brings back from one call
 BACK = "back.json"
-EXPORT_KEYS = ("epoch", "model", "model_args", "config", "validation")  # what a best.pt brought back keeps
 
 
 def sha256(path: Path) -> str:
@@ -283,8 +283,10 @@ def export_checkpoint(path: Path, target: Path) -> Path:
     without. Needs torch (the device has it)."""
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    torch.save({key: checkpoint[key] for key in EXPORT_KEYS if key in checkpoint}, target)
+    sys.path.insert(0, str(ROOT))  # the project's checkpoint format (torch and numpy only)
+    from training.checkpoints import weights_only
+
+    torch.save(weights_only(torch.load(path, map_location="cpu", weights_only=False)), target)
     return target
 
 

@@ -170,12 +170,14 @@ class Loop:
     `saved` goes into every checkpoint (e.g. model_args and config, for export). The summary
     (`summary`, None: none) holds `summary_fields` as given to this run, and `facts`, which
     are kept in the checkpoint's state, so a resumed run reports what its start found.
-    `patience` None: no early stopping; `best` None: no best checkpoint."""
+    `patience` None: no early stopping; `best` None: no best checkpoint; `keep_epochs`: also
+    every epoch's validated weights (`checkpoints.epoch_path`), to choose an epoch by more
+    than the validation metric afterwards."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: Path, device: torch.device, *,
                  max_epochs: int, clip_grad_norm: float, patience: int | None = None, max_seconds: float = 0,
                  ema_decay: float = 0.0, lr_decay_on_plateau: float = 1.0, checkpoint: str = checkpoints.LAST,
-                 best: str | None = checkpoints.BEST, summary: str | None = SUMMARY,
+                 best: str | None = checkpoints.BEST, keep_epochs: bool = False, summary: str | None = SUMMARY,
                  saved: dict[str, Any] | None = None, summary_fields: dict[str, Any] | None = None,
                  facts: dict[str, Any] | None = None, label: str = "epoch", show_progress: bool = True):
         self.model, self.optimizer, self.run_dir, self.device = model, optimizer, Path(run_dir), device
@@ -183,6 +185,7 @@ class Loop:
         self.max_epochs, self.patience, self.max_seconds = max_epochs, patience, max_seconds
         self.clip_grad_norm, self.lr_decay_on_plateau = clip_grad_norm, lr_decay_on_plateau
         self.checkpoint, self.best, self.summary = checkpoint, best, summary
+        self.keep_epochs = keep_epochs
         self.saved, self.summary_fields = saved or {}, summary_fields or {}
         self.label, self.show_progress = label, show_progress
         # An exponential moving average of the weights smooths the step-to-step noise that
@@ -284,6 +287,8 @@ class Loop:
             if improved and self.best:
                 checkpoints.save(self.run_dir / self.best, checkpoint)
             checkpoints.save(self.run_dir / self.checkpoint, checkpoint)
+            if self.keep_epochs:
+                checkpoints.save(checkpoints.epoch_path(self.run_dir, epoch), checkpoints.weights_only(checkpoint))
             tqdm.write(self.epoch_line(record, improved))
             self.write_summary(finished=False)
         return self.write_summary(finished=True)

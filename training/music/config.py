@@ -42,6 +42,7 @@ class Train(Section):
     max_epochs: Count
     patience: Count
     max_seconds: Seconds
+    keep_epochs: bool
     only_tunes_passing_check: bool
     transposed_copies: Count
     max_transpose_steps: Count

@@ -127,7 +127,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loop = Loop.from_config(config, model, optimizer, run_dir, device_, model_args,
                             (len(train_tunes), len(validation_tunes)), resume, progress,
-                            ema_decay=settings.ema_decay,
+                            ema_decay=settings.ema_decay, keep_epochs=settings.keep_epochs,
                             lr_decay_on_plateau=settings.lr_decay)  # a plateau: smaller steps
     return loop.fit(MusicSteps(model, vocabulary, train_tunes, variants, validation, config, device_))
 
