@@ -10,7 +10,7 @@
 
 To choose between translation candidates without looking at the test split: `export
 translate --candidate --model-dir DIR` (graphs checked, not evaluated), then `evaluate
-translate --split validation --model-dir DIR`.
+translate --split validation --model-dir DIR`. Music's epochs: `python -m training.music.select`.
 
 Tasks: sentiment, music, translate; each is a package, training/<task>/, whose modules data,
 train, export and evaluate are these steps.
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
                         help="sentiment, translate: this run's best checkpoint joins --run-dir's as a member "
                              "of one ensemble (same tokenizer; repeatable)")
     export.add_argument("--candidate", action="store_true",
-                        help="translate: check the graphs but do not evaluate them on the test split (no metrics, "
+                        help="translate, music: check the graphs but do not evaluate them on the test split (no metrics, "
                              "no INT8 graphs), to choose on validation; needs a --model-dir outside the models folder")
 
     evaluate = add("evaluate", "evaluate an exported model on the test split (translate: or --split validation)")
@@ -177,8 +177,8 @@ def export(args: argparse.Namespace, task_export, run_dir: Path) -> None:
     if args.ensemble_with and args.task not in ("sentiment", "translate"):
         raise SystemExit("--ensemble-with is for sentiment and translate only")
     if args.candidate:
-        if args.task != "translate":
-            raise SystemExit("--candidate is for translate only")
+        if args.task not in ("translate", "music"):
+            raise SystemExit("--candidate is for translate and music only")
         served_from = models_dir().resolve()
         if args.model_dir is None or args.model_dir.resolve().is_relative_to(served_from):
             raise SystemExit(f"a candidate has no test metrics and must not be served: pass a --model-dir outside "

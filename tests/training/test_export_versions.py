@@ -167,8 +167,8 @@ def test_a_candidate_is_never_written_where_the_service_reads_and_is_not_evaluat
     for where in ([], ["--model-dir", str(models / "translate" / "9")]):
         refused = export_cli("translate", "--candidate", "--run-dir", no_run, *where, models=models)
         assert refused.returncode != 0 and "must not be served" in refused.stderr and str(models) in refused.stderr
-    other_task = export_cli("music", "--candidate", "--model-dir", str(tmp_path / "c"), models=models)
-    assert other_task.returncode != 0 and "translate only" in other_task.stderr
+    other_task = export_cli("sentiment", "--candidate", "--model-dir", str(tmp_path / "c"), models=models)
+    assert other_task.returncode != 0 and "translate and music only" in other_task.stderr
     assert not models.exists()
 
     # publish without an evaluation: no metrics, no INT8 graphs (quantizing this fake graph

@@ -56,37 +56,49 @@ def share_seen(tunes: list[str], seen: set[str]) -> float:
     return round(sum(s in seen for s in spans) / max(len(spans), 1), 4)
 
 
+def training_spans() -> set[str]:
+    """Every SPAN-character window of the training text: what the copy measure looks up."""
+    text = data.tunes_text(data.load_splits()["train"])
+    return {text[i : i + SPAN] for i in range(len(text) - SPAN + 1)}
+
+
+def sampled_figures(sessions: dict[str, ort.InferenceSession], vocabulary: CharVocabulary, seeds: list[int],
+                    seen: set[str], max_length: int = 1500) -> dict[str, Any]:
+    """One tune per seed at temperature 1.0, as the service samples them: the share valid by
+    the strict check, with all headers, their mean length, and the share of their
+    16-character spans in `seen` (the training text's)."""
+    tunes = generate_tunes(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=seeds,
+                           max_length=max_length, temperature=1.0)
+    tunes = ["X:1\n" + t for t in tunes]
+    checks = [check_tune(t) for t in tunes]
+    return {
+        "samples": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}", "temperature": 1.0,
+        "share_valid": round(sum(c.valid for c in checks) / len(seeds), 4),
+        "share_with_all_headers": round(sum(not c.missing_headers for c in checks) / len(seeds), 4),
+        "mean_length_chars": round(sum(len(t) for t in tunes) / len(seeds), 1),
+        "share_of_16_char_spans_copied_from_training": share_seen(tunes, seen),
+    }
+
+
 def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit: int = 0,
              precision: str = "fp32") -> dict[str, Any]:
-    """Test cross-entropy with the ONNX prompt graph; then `samples` tunes from fresh seeds at
-    temperature 1.0: share valid (the strict check), share with all headers, mean length, and
-    the share of generated 16-character spans found verbatim in the training text (beside
-    the same share of the test split's real tunes, its reference)."""
+    """Test cross-entropy with the ONNX prompt graph; then `samples` tunes from seeds
+    1000 onwards (`sampled_figures`), beside the test split's real tunes' share of spans in the
+    training text, the copy measure's reference."""
     manifest = Manifest.load(model_dir)
     sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
                 for kind, file in manifest.graph_files(precision).items()}
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
-    splits = data.load_splits()
-    test = splits["test"][:limit] if limit else splits["test"]
+    test = data.load_splits()["test"]
+    test = test[:limit] if limit else test
     test_text = vocabulary.clean(data.tunes_text(test))[0]
-    metrics: dict[str, Any] = {"test_loss_nats_per_char": round(prompt_loss(sessions["prompt"], test_text, vocabulary), 4),
-                               "test_tunes": len(test)}
-
-    tunes = generate_tunes(sessions["prompt"], sessions["step"], vocabulary, "X:1\n", seeds=list(range(1000, 1000 + samples)),
-                           max_length=max_length, temperature=1.0)
-    tunes = ["X:1\n" + t for t in tunes]
-    checks = [check_tune(t) for t in tunes]
-    training_text = data.tunes_text(splits["train"])
-    seen = {training_text[i : i + SPAN] for i in range(len(training_text) - SPAN + 1)}
-    metrics |= {
-        "samples": samples, "temperature": 1.0,
-        "share_valid": round(sum(c.valid for c in checks) / samples, 4),
-        "share_with_all_headers": round(sum(not c.missing_headers for c in checks) / samples, 4),
-        "mean_length_chars": round(sum(len(t) for t in tunes) / samples, 1),
-        "share_of_16_char_spans_copied_from_training": share_seen(tunes, seen),
+    seen = training_spans()
+    return {
+        "test_loss_nats_per_char": round(prompt_loss(sessions["prompt"], test_text, vocabulary), 4),
+        "test_tunes": len(test),
+        **sampled_figures(sessions, vocabulary, list(range(1000, 1000 + samples)), seen, max_length),
         # The same measure of real tunes the model never saw: folk tunes share phrases and
         # formulaic headers, so this is what tunes from the data's own distribution score unseen.
         "test_tunes_share_of_16_char_spans_in_training": share_seen([t["abc"] for t in test], seen),
         "evaluated_with": f"onnxruntime {ort.__version__} (CPUExecutionProvider, {precision})",
     }
-    return metrics

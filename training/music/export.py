@@ -117,7 +117,9 @@ def check_parity(model: CharLSTM, prompt: ort.InferenceSession, step: ort.Infere
     return worst
 
 
-def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) -> Manifest:
+def export(run_dir: Path, model_dir: Path, version: str, force: bool = False, candidate: bool = False) -> Manifest:
+    """A `candidate` is checked (parity) but not evaluated on the test split: no metrics, no
+    INT8 graphs, never served (`training.music.select` measures candidates on validation)."""
     model, checkpoint = load_best(run_dir, CharLSTM)
     config = checkpoint["config"]
     with staged_from_run("music", run_dir, model_dir, [VOCABULARY_FILE], force, GRAPHS) as (staging, sessions):
@@ -150,4 +152,4 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False) ->
             training=training_summary,
             metrics={"parity": parity},
         )
-        return publish(written, staging, model_dir, evaluate, force, quality=QUALITY)
+        return publish(written, staging, model_dir, None if candidate else evaluate, force, quality=QUALITY)

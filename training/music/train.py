@@ -106,7 +106,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     train_tunes = subsample(splits["train"], settings.train_tunes, settings.seed)
     if settings.only_tunes_passing_check:
         train_tunes = tunes_passing_check(train_tunes, run_dir / "train_tunes_passing_check.json", progress)
-    validation_tunes = subsample(splits["validation"], settings.validation_tunes, settings.seed)
+    validation_tunes = validation_split(config, splits)
     # Augmentation: each epoch also reads `transposed_copies` copies of every tune moved to
     # another key (same rhythm, other pitches), drawn afresh per epoch.
     variants = [transpositions(t["abc"], settings.max_transpose_steps, settings.max_key_fifths)
@@ -130,6 +130,11 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
                             ema_decay=settings.ema_decay, keep_epochs=settings.keep_epochs,
                             lr_decay_on_plateau=settings.lr_decay)  # a plateau: smaller steps
     return loop.fit(MusicSteps(model, vocabulary, train_tunes, variants, validation, config, device_))
+
+
+def validation_split(config: Config, splits: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The validation tunes a run with this config validates on (all, unless the config says how many)."""
+    return subsample(splits["validation"], config.train.validation_tunes, config.train.seed)
 
 
 def tunes_passing_check(tunes: list[dict[str, Any]], cache: Path, show_progress: bool = True) -> list[dict[str, Any]]:
