@@ -88,6 +88,20 @@ def test_best_and_last_are_one_format_with_the_ema_as_the_validated_weights(tmp_
     assert torch.equal(last["model"]["1.weight"], loop.evaluated[1].weight.detach())
 
 
+def test_kept_epochs_hold_each_epochs_validated_weights_and_no_resume_state(tmp_path):
+    loop = toy_loop(tmp_path, max_epochs=3, ema_decay=0.5, keep_epochs=True)
+    loop.fit(Toy(loop.model))
+    kept = [checkpoints.load(checkpoints.epoch_path(tmp_path, epoch)) for epoch in (1, 2, 3)]
+    assert [k["epoch"] for k in kept] == [1, 2, 3]
+    assert set(kept[0]) == {"format", "epoch", "model", "validation", "model_args", "config"}
+    assert torch.equal(kept[2]["model"]["1.weight"], checkpoints.load(tmp_path / "last.pt")["model"]["1.weight"])
+    assert not torch.equal(kept[0]["model"]["1.weight"], kept[2]["model"]["1.weight"])
+    # none kept unless asked
+    plain = toy_loop(tmp_path / "plain", max_epochs=1)
+    plain.fit(Toy(plain.model))
+    assert not (tmp_path / "plain" / "epochs").exists()
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.5])
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, ema_decay):
     whole = toy_loop(tmp_path / "whole", max_epochs=4, ema_decay=ema_decay)
