@@ -37,7 +37,6 @@ from training.music.evaluate import prompt_loss, sampled_figures, training_spans
 from training.music.config import Config
 from training.music.export import export
 from training.music.train import VOCABULARY_FILE, validation_split
-from training.onnx_export import PARITY_ATOL
 
 FIRST_SEED = 3000  # evaluate samples from 1000: the tunes that choose are not the ones that report
 FIGURES = "selection.json"
@@ -75,40 +74,29 @@ def epoch_run_dir(run_dir: Path, epoch_file: Path) -> Path:
     return folder
 
 
-def measure(folder: Path, samples: int, seen: set[str], validation_text: str,
-            refused_parity_limit: float | None = None) -> dict[str, Any]:
-    """One kept epoch's figures (exported as a candidate first if it has not been). An epoch
-    whose graphs export refuses is listed as refused; with `refused_parity_limit`, it is
-    exported again under that looser limit and measured too, for the record, still marked as
-    refused (it could not become a version)."""
+def measure(folder: Path, samples: int, seen: set[str], validation_text: str) -> dict[str, Any]:
+    """One kept epoch's figures (exported as a candidate first if it has not been); an epoch
+    whose graphs export refuses is listed as refused."""
     model_dir = folder / CANDIDATE
     epoch = json.loads((folder / SUMMARY).read_text())["exported_epoch"]
-    refused = {}
     if not (model_dir / "manifest.json").is_file():
         shutil.rmtree(model_dir, ignore_errors=True)
         try:
             export(folder, model_dir, version=folder.name, candidate=True)
         except AssertionError as error:  # export's own checks (parity): this epoch could not become a version
-            refused = {"refused_by_export": str(error)}
-            if refused_parity_limit is None:
-                return {"epoch": epoch, **refused}
-            shutil.rmtree(model_dir, ignore_errors=True)
-            export(folder, model_dir, version=folder.name, candidate=True, parity_limit=refused_parity_limit)
+            return {"epoch": epoch, "refused_by_export": str(error)}
     manifest = Manifest.load(model_dir)
-    if manifest.metrics["parity"] and max(manifest.metrics["parity"].values()) > PARITY_ATOL:
-        refused = {"refused_by_export": f"ONNX Runtime differs from torch: {manifest.metrics['parity']} "
-                                        f"(limit {PARITY_ATOL})"}
     files = manifest.graph_files("fp32")
     key = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in sorted(files.values()))).hexdigest()
     settings = {"graphs_sha256": key, "samples": samples, "first_seed": FIRST_SEED}
     cached = folder / FIGURES
     if cached.is_file() and (stored := json.loads(cached.read_text()))["settings"] == settings:
-        return stored["figures"] | refused
+        return stored["figures"]
     sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
                 for kind, file in files.items()}
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
     figures = {
-        "epoch": epoch, **refused,
+        "epoch": epoch,
         "validation_loss_nats_per_char": round(prompt_loss(sessions["prompt"], validation_text, vocabulary), 4),
         **sampled_figures(sessions, vocabulary, list(range(FIRST_SEED, FIRST_SEED + samples)), seen),
     }
@@ -122,9 +110,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, nargs="+", help="only these kept epochs (default: all)")
     parser.add_argument("--samples", type=int, default=200, help="tunes sampled per epoch (default 200)")
     parser.add_argument("--json", type=Path, help="also write every epoch's figures here")
-    parser.add_argument("--measure-refused", type=float, metavar="PARITY_LIMIT",
-                        help="also measure the epochs export refuses, exported again under this looser parity limit "
-                             "(for the record: they stay refused)")
     args = parser.parse_args(argv)
     epoch_files = [f for f in kept_epochs(args.run_dir)
                    if not args.epochs or int(f.stem.removeprefix("epoch-")) in args.epochs]
@@ -135,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     seen = training_spans()
     rows = []
     for epoch_file in epoch_files:
-        rows.append(measure(epoch_run_dir(args.run_dir, epoch_file), args.samples, seen, validation_text,
-                            args.measure_refused))
+        rows.append(measure(epoch_run_dir(args.run_dir, epoch_file), args.samples, seen, validation_text))
         if len(rows) == 1:
             print(*(title.rjust(15) for title in COLUMNS.values()))
         row = rows[-1]

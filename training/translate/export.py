@@ -16,8 +16,9 @@ import torch
 from seqserve.manifest import DataSource, Manifest
 from seqserve.translation import SubwordCodec, beam_search
 from training.checkpoints import load_best
-from training.onnx_export import (PARITY_ATOL, check_one_tokenizer, check_symbolic_axes, graph_specs, manifest,
-                                  relabel_output_axes, staged_from_run, trained_as)
+from training.onnx_export import (PARITY_ATOL, PARITY_RTOL, beyond_tolerance, check_one_tokenizer,
+                                  check_symbolic_axes, graph_specs, manifest, relabel_output_axes, staged_from_run,
+                                  trained_as)
 from training.onnx_export import export_graph as dynamo_export
 from training.translate import data
 from training.translate.evaluate import QUALITY, evaluate
@@ -75,13 +76,16 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
                  step: ort.InferenceSession, codec, texts: list[str], steps: int = 30) -> float:
     """ORT vs torch: the encoder at batch 1 / length 1 and on a ragged batch (also against each
     text alone); then `steps` chained decoder steps on the ragged batch, each against torch's.
-    Padded source positions must get exactly zero attention. Returns the largest difference."""
-    worst = 0.0
+    Padded source positions must get exactly zero attention. Every output within PARITY_ATOL
+    beyond PARITY_RTOL of its size (an LSTM's cell state grows; `beyond_tolerance`). Returns the
+    largest difference."""
+    worst = beyond = 0.0
 
     def compare(expected, actual) -> None:
-        nonlocal worst
+        nonlocal worst, beyond
         for e, a in zip(expected, actual):
             worst = max(worst, float(np.abs(e.numpy() - a).max()))
+            beyond = max(beyond, beyond_tolerance(e.numpy(), a))
 
     def encode_torch(ids: np.ndarray, lengths: np.ndarray):
         with torch.no_grad():
@@ -100,6 +104,7 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
     for row, source in enumerate(sources):  # padding must not change a sentence's memory
         alone = run_encoder(*codec.pad([source]))
         worst = max(worst, float(np.abs(alone[0][0] - ragged[0][row, : len(source)]).max()))
+        beyond = max(beyond, beyond_tolerance(alone[0][0], ragged[0][row, : len(source)]))
 
     memory, keys, h, c = ragged
     mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
@@ -120,8 +125,9 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
         _, h, c, _ = actual
         torch_state = list(expected[1:3])
         previous = rng.integers(4, codec.vocab_size, len(sources))
-    if worst > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e} (> {PARITY_ATOL})")
+    if beyond > PARITY_ATOL:
+        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e}, {beyond:.2e} beyond {PARITY_RTOL} "
+                             f"of the values (> {PARITY_ATOL})")
     return worst
 
 

@@ -65,10 +65,3 @@ def test_smoke_train_export(tmp_path):
     again = run_cli("training.music.select", str(run_dir), "--samples", "3", "--epochs", "2", env=env)
     assert "exporting" not in again.stdout.lower() and again.stdout.count("\n") == 2  # measured once, read back
 
-
-def test_only_a_candidate_is_exported_under_another_parity_limit(tmp_path):
-    from training.music.export import export
-
-    with pytest.raises(ValueError, match="only a candidate"):
-        export(tmp_path / "run", tmp_path / "models" / "music" / "1", version="1", parity_limit=1.0)
-    assert not (tmp_path / "models").exists()
