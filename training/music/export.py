@@ -19,8 +19,8 @@ from training.music import data
 from training.music.evaluate import QUALITY, evaluate
 from training.music.model import CharLSTM, CharLSTMStep
 from training.music.train import VOCABULARY_FILE
-from training.onnx_export import (PARITY_ATOL, PARITY_RTOL, beyond_tolerance, check_symbolic_axes, graph_specs, manifest,
-                                  relabel_output_axes, staged_from_run)
+from training.onnx_export import (PARITY_ATOL, PARITY_RTOL, beyond_tolerance, check_symbolic_axes, graph_specs,
+                                  manifest, relabel_output_axes, staged_from_run)
 from training.onnx_export import export_graph as dynamo_export
 from training.versions import publish
 

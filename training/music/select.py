@@ -6,14 +6,14 @@ epoch can be chosen by copying as well as by validation loss, by a rule fixed in
 Each kept epoch becomes a run folder of its own, `<run>/epoch-NN/` (its weights as best.pt,
 the run's vocabulary, the run's summary with `exported_epoch`), which `python -m training
 export music --run-dir` exports like any run; here it is exported as a candidate (both graphs,
-parity checked) into `<run>/epoch-NN/candidate/`; an epoch whose graphs export refuses (ONNX
-Runtime further from torch than its limit) is listed as refused, since it could not become a
-version. Measured with those ONNX graphs: the
+parity checked) into `<run>/epoch-NN/candidate/`; an epoch whose graphs export refuses is
+listed as refused, since it could not become a version. Measured with those ONNX graphs: the
 validation split's cross-entropy, and tunes sampled at temperature 1.0 from seeds that
 `evaluate` does not use (3000 onwards): the share passing the strict check and the share of
-their 16-character spans found in the training text. Each epoch's figures are kept in its
-folder (selection.json) and read back while the graphs and the settings are the same. The rule
-itself is the caller's (docs/selection/music-epochs.md): this module only measures.
+their 16-character spans found in the training text. The candidate and each epoch's figures
+(selection.json) are kept in its folder and used again while the weights, the graphs and the
+settings are the same. The rule itself is the caller's (docs/selection/music-epochs.md): this
+module only measures.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from seqserve.manifest import Manifest
 from training import checkpoints
 from training.loop import SUMMARY
 from training.music import data
-from training.music.evaluate import prompt_loss, sampled_figures, training_spans
 from training.music.config import Config
+from training.music.evaluate import prompt_loss, sampled_figures, training_spans
 from training.music.export import export
 from training.music.train import VOCABULARY_FILE, validation_split
 
@@ -44,6 +44,7 @@ COLUMNS = {"epoch": "epoch", "validation_loss_nats_per_char": "validation nats",
            "share_with_all_headers": "all headers", "mean_length_chars": "mean length",
            "share_of_16_char_spans_copied_from_training": "spans copied"}
 CANDIDATE = "candidate"
+WEIGHTS_DIGEST = "exported_from.sha256"  # in the candidate folder: the best.pt it was exported from
 
 
 def kept_epochs(run_dir: Path) -> list[Path]:
@@ -59,12 +60,11 @@ def epoch_run_dir(run_dir: Path, epoch_file: Path) -> Path:
     folder = run_dir / epoch_file.stem
     folder.mkdir(exist_ok=True)
     best = folder / checkpoints.BEST
-    if not best.is_file() or best.stat().st_size != epoch_file.stat().st_size:
-        best.unlink(missing_ok=True)
-        try:
-            os.link(epoch_file, best)  # the same weights, no second copy on disk
-        except OSError:
-            shutil.copyfile(epoch_file, best)
+    best.unlink(missing_ok=True)  # linked afresh: a run trained again in the same folder wrote new files
+    try:
+        os.link(epoch_file, best)  # the same weights, no second copy on disk
+    except OSError:
+        shutil.copyfile(epoch_file, best)
     shutil.copyfile(run_dir / VOCABULARY_FILE, folder / VOCABULARY_FILE)
     summary = json.loads((run_dir / SUMMARY).read_text())
     epoch = checkpoints.load(epoch_file)["epoch"]
@@ -79,12 +79,15 @@ def measure(folder: Path, samples: int, seen: set[str], validation_text: str) ->
     whose graphs export refuses is listed as refused."""
     model_dir = folder / CANDIDATE
     epoch = json.loads((folder / SUMMARY).read_text())["exported_epoch"]
-    if not (model_dir / "manifest.json").is_file():
+    weights = hashlib.sha256((folder / checkpoints.BEST).read_bytes()).hexdigest()
+    exported_from = model_dir / WEIGHTS_DIGEST
+    if not (exported_from.is_file() and exported_from.read_text() == weights):
         shutil.rmtree(model_dir, ignore_errors=True)
         try:
             export(folder, model_dir, version=folder.name, candidate=True)
         except AssertionError as error:  # export's own checks (parity): this epoch could not become a version
             return {"epoch": epoch, "refused_by_export": str(error)}
+        exported_from.write_text(weights)
     manifest = Manifest.load(model_dir)
     files = manifest.graph_files("fp32")
     key = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in sorted(files.values()))).hexdigest()
