@@ -12,7 +12,8 @@ from training.config import REPO_ROOT, load_config
 
 # Settings added after a committed model was trained, with the value that trains as before:
 # the model's manifest does not record them, and the profile must still hold that value.
-ADDED_SINCE = {"translate": {"ema_decay": 0.0, "init_from": ""}, "sentiment": {"domains": [], "init_from": ""}}
+ADDED_SINCE = {"translate": {"ema_decay": 0.0, "init_from": ""}, "sentiment": {"domains": [], "init_from": ""},
+               "music": {"keep_epochs": False}}
 ADDED_SINCE_MODEL = {"translate": {"encoder_layers": 1}}
 
 # Runs stopped by hand: the profile now stops where the committed run was stopped (its
