@@ -58,6 +58,12 @@ def epoch_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / EPOCHS / f"epoch-{epoch:02d}.pt"
 
 
+def kept_epochs(run_dir: Path) -> dict[int, Path]:
+    """The epochs a run kept (`epoch_path`'s files), by number, in order."""
+    return {int(path.stem.removeprefix("epoch-")): path
+            for path in sorted((Path(run_dir) / EPOCHS).glob("epoch-*.pt"))}
+
+
 def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What export needs of a checkpoint (the validated weights, model_args, config, epoch and
     validation), without the optimizer, generator and trained-weight state only resuming reads:

@@ -56,9 +56,9 @@ def share_seen(tunes: list[str], seen: set[str]) -> float:
     return round(sum(s in seen for s in spans) / max(len(spans), 1), 4)
 
 
-def training_spans() -> set[str]:
-    """Every SPAN-character window of the training text: what the copy measure looks up."""
-    text = data.tunes_text(data.load_splits()["train"])
+def training_spans(train_tunes: list[dict[str, Any]]) -> set[str]:
+    """Every SPAN-character window of the training split's text: what the copy measure looks up."""
+    text = data.tunes_text(train_tunes)
     return {text[i : i + SPAN] for i in range(len(text) - SPAN + 1)}
 
 
@@ -89,10 +89,10 @@ def evaluate(model_dir: Path, samples: int = 200, max_length: int = 1500, limit:
     sessions = {kind: ort.InferenceSession(str(model_dir / file), providers=["CPUExecutionProvider"])
                 for kind, file in manifest.graph_files(precision).items()}
     vocabulary = CharVocabulary.load(model_dir / manifest.preprocessing.vocabulary)
-    test = data.load_splits()["test"]
-    test = test[:limit] if limit else test
+    splits = data.load_splits()
+    test = splits["test"][:limit] if limit else splits["test"]
     test_text = vocabulary.clean(data.tunes_text(test))[0]
-    seen = training_spans()
+    seen = training_spans(splits["train"])
     return {
         "test_loss_nats_per_char": round(prompt_loss(sessions["prompt"], test_text, vocabulary), 4),
         "test_tunes": len(test),

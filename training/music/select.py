@@ -47,14 +47,7 @@ CANDIDATE = "candidate"
 WEIGHTS_DIGEST = "exported_from.sha256"  # in the candidate folder: the best.pt it was exported from
 
 
-def kept_epochs(run_dir: Path) -> list[Path]:
-    found = sorted((run_dir / checkpoints.EPOCHS).glob("epoch-*.pt"))
-    if not found:
-        raise SystemExit(f"{run_dir} kept no epochs: train it with --set train.keep_epochs=true")
-    return found
-
-
-def epoch_run_dir(run_dir: Path, epoch_file: Path) -> Path:
+def epoch_run_dir(run_dir: Path, epoch: int, epoch_file: Path) -> Path:
     """A run folder for one kept epoch: what export reads (best.pt, the vocabulary, the
     summary, which says which epoch this is)."""
     folder = run_dir / epoch_file.stem
@@ -67,18 +60,16 @@ def epoch_run_dir(run_dir: Path, epoch_file: Path) -> Path:
         shutil.copyfile(epoch_file, best)
     shutil.copyfile(run_dir / VOCABULARY_FILE, folder / VOCABULARY_FILE)
     summary = json.loads((run_dir / SUMMARY).read_text())
-    epoch = checkpoints.load(epoch_file)["epoch"]
     summary["exported_epoch"] = epoch
     summary["exported_validation"] = summary["history"][epoch - 1]["validation"]
     (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return folder
 
 
-def measure(folder: Path, samples: int, seen: set[str], validation_text: str) -> dict[str, Any]:
+def measure(folder: Path, epoch: int, samples: int, seen: set[str], validation_text: str) -> dict[str, Any]:
     """One kept epoch's figures (exported as a candidate first if it has not been); an epoch
     whose graphs export refuses is listed as refused."""
     model_dir = folder / CANDIDATE
-    epoch = json.loads((folder / SUMMARY).read_text())["exported_epoch"]
     weights = hashlib.sha256((folder / checkpoints.BEST).read_bytes()).hexdigest()
     exported_from = model_dir / WEIGHTS_DIGEST
     if not (exported_from.is_file() and exported_from.read_text() == weights):
@@ -114,16 +105,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=200, help="tunes sampled per epoch (default 200)")
     parser.add_argument("--json", type=Path, help="also write every epoch's figures here")
     args = parser.parse_args(argv)
-    epoch_files = [f for f in kept_epochs(args.run_dir)
-                   if not args.epochs or int(f.stem.removeprefix("epoch-")) in args.epochs]
+    kept = {epoch: path for epoch, path in checkpoints.kept_epochs(args.run_dir).items()
+            if not args.epochs or epoch in args.epochs}
+    if not kept:
+        raise SystemExit(f"{args.run_dir} kept none of epochs {args.epochs}" if args.epochs else
+                         f"{args.run_dir} kept no epochs: train it with --set train.keep_epochs=true")
     vocabulary = CharVocabulary.load(args.run_dir / VOCABULARY_FILE)
-    config = Config.model_validate(checkpoints.load(epoch_files[0])["config"])
-    validation = validation_split(config, data.load_splits())  # the tunes the run validated on
+    config = Config.model_validate(checkpoints.load(next(iter(kept.values())))["config"])
+    splits = data.load_splits()
+    validation = validation_split(config, splits)  # the tunes the run validated on
     validation_text = vocabulary.clean(data.tunes_text(validation))[0]
-    seen = training_spans()
+    seen = training_spans(splits["train"])
     rows = []
-    for epoch_file in epoch_files:
-        rows.append(measure(epoch_run_dir(args.run_dir, epoch_file), args.samples, seen, validation_text))
+    for epoch, epoch_file in kept.items():
+        rows.append(measure(epoch_run_dir(args.run_dir, epoch, epoch_file), epoch, args.samples, seen,
+                            validation_text))
         if len(rows) == 1:
             print(*(title.rjust(15) for title in COLUMNS.values()))
         row = rows[-1]
