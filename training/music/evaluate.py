@@ -56,6 +56,32 @@ def share_seen(tunes: list[str], seen: set[str]) -> float:
     return round(sum(s in seen for s in spans) / max(len(spans), 1), 4)
 
 
+def line_kinds(tune: str) -> list[str]:
+    """For each character of a tune, the kind of line it is on: "title" (T:), "headers" (the
+    other fields up to and including K:) or "body" (everything after K:)."""
+    kinds: list[str] = []
+    in_body = False
+    for line in tune.splitlines(keepends=True):
+        kind = "body" if in_body else "title" if line.startswith("T:") else "headers"
+        kinds += [kind] * len(line)
+        in_body = in_body or line.startswith("K:")
+    return kinds
+
+
+def copied_by_line(tunes: list[str], seen: set[str]) -> dict[str, float]:
+    """`share_seen` split by the kind of line each copied window starts on (`line_kinds`): each
+    kind's copied windows as a share of all windows, so the three add up to `share_seen`.
+    Titles and headers are formulaic; a copied body is a recalled phrase of music."""
+    counts, total = dict.fromkeys(("title", "headers", "body"), 0), 0
+    for tune in tunes:
+        kinds = line_kinds(tune)
+        for i in range(len(tune) - SPAN + 1):
+            total += 1
+            if tune[i : i + SPAN] in seen:
+                counts[kinds[i]] += 1
+    return {kind: round(count / max(total, 1), 4) for kind, count in counts.items()}
+
+
 def training_spans(train_tunes: list[dict[str, Any]]) -> set[str]:
     """Every SPAN-character window of the training split's text: what the copy measure looks up."""
     text = data.tunes_text(train_tunes)
@@ -77,6 +103,7 @@ def sampled_figures(sessions: dict[str, ort.InferenceSession], vocabulary: CharV
         "share_with_all_headers": round(sum(not c.missing_headers for c in checks) / len(seeds), 4),
         "mean_length_chars": round(sum(len(t) for t in tunes) / len(seeds), 1),
         "share_of_16_char_spans_copied_from_training": share_seen(tunes, seen),
+        "copied_spans_by_line": copied_by_line(tunes, seen),
     }
 
 
