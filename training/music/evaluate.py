@@ -52,8 +52,8 @@ SPAN = 16  # characters: the copy measure's window
 
 def share_seen(tunes: list[str], seen: set[str]) -> float:
     """The share of the tunes' SPAN-character windows that are in `seen`."""
-    spans = [t[i : i + SPAN] for t in tunes for i in range(len(t) - SPAN + 1)]
-    return round(sum(s in seen for s in spans) / max(len(spans), 1), 4)
+    counts, total = copied_windows(tunes, seen)
+    return round(sum(counts.values()) / max(total, 1), 4)
 
 
 def line_kinds(tune: str) -> list[str]:
@@ -68,10 +68,9 @@ def line_kinds(tune: str) -> list[str]:
     return kinds
 
 
-def copied_by_line(tunes: list[str], seen: set[str]) -> dict[str, float]:
-    """`share_seen` split by the kind of line each copied window starts on (`line_kinds`): each
-    kind's copied windows as a share of all windows, so the three add up to `share_seen`.
-    Titles and headers are formulaic; a copied body is a recalled phrase of music."""
+def copied_windows(tunes: list[str], seen: set[str]) -> tuple[dict[str, int], int]:
+    """The tunes' SPAN-character windows found in `seen`, counted by the kind of line each
+    starts on (`line_kinds`), and how many windows there are in all."""
     counts, total = dict.fromkeys(("title", "headers", "body"), 0), 0
     for tune in tunes:
         kinds = line_kinds(tune)
@@ -79,6 +78,14 @@ def copied_by_line(tunes: list[str], seen: set[str]) -> dict[str, float]:
             total += 1
             if tune[i : i + SPAN] in seen:
                 counts[kinds[i]] += 1
+    return counts, total
+
+
+def copied_by_line(tunes: list[str], seen: set[str]) -> dict[str, float]:
+    """`share_seen` split by the kind of line each copied window starts on: each kind's copied
+    windows as a share of all windows, so the three add up to `share_seen`. Titles and headers
+    are formulaic; a copied body is a recalled phrase of music."""
+    counts, total = copied_windows(tunes, seen)
     return {kind: round(count / max(total, 1), 4) for kind, count in counts.items()}
 
 

@@ -64,4 +64,3 @@ def test_smoke_train_export(tmp_path):
     assert candidate.metrics["parity"]["chained_steps_max_abs_diff"] <= 1e-4
     again = run_cli("training.music.select", str(run_dir), "--samples", "3", "--epochs", "2", env=env)
     assert "exporting" not in again.stdout.lower() and again.stdout.count("\n") == 2  # measured once, read back
-
