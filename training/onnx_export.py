@@ -45,6 +45,28 @@ def beyond_tolerance(expected, actual) -> float:
     return float((np.abs(actual - expected) - PARITY_RTOL * np.abs(expected)).max())
 
 
+class ParityCheck:
+    """What an export's ORT-vs-torch check has seen so far: the largest absolute difference under
+    each label (recorded in the manifest) and the largest `beyond_tolerance` (held to
+    PARITY_ATOL by `verify`). One tracker for every task's check, so they judge alike."""
+
+    def __init__(self, *labels: str) -> None:
+        self.worst = dict.fromkeys(labels, 0.0)
+        self.beyond = 0.0
+
+    def compare(self, expected, actual, label: str) -> None:
+        """`expected` and `actual`: matching sequences of outputs (torch tensors or arrays)."""
+        for e, a in zip(expected, actual, strict=True):
+            e, a = np.asarray(e), np.asarray(a)
+            self.worst[label] = max(self.worst.get(label, 0.0), float(np.abs(e - a).max()))
+            self.beyond = max(self.beyond, beyond_tolerance(e, a))
+
+    def verify(self) -> None:
+        if self.beyond > PARITY_ATOL:
+            raise AssertionError(f"ONNX Runtime differs from torch: {self.worst}, {self.beyond:.2e} beyond "
+                                 f"{PARITY_RTOL} of the values (limit {PARITY_ATOL})")
+
+
 def export_graph(model: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path,
                  input_names: list[str], output_names: list[str], dynamic_shapes: dict[str, Any]) -> onnx.ModelProto:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from training.music import data
 from training.music.evaluate import QUALITY, evaluate
 from training.music.model import CharLSTM, CharLSTMStep
 from training.music.train import VOCABULARY_FILE
-from training.onnx_export import (PARITY_ATOL, PARITY_RTOL, beyond_tolerance, check_symbolic_axes, graph_specs,
+from training.onnx_export import (ParityCheck, check_symbolic_axes, graph_specs,
                                   manifest, relabel_output_axes, staged_from_run)
 from training.onnx_export import export_graph as dynamo_export
 from training.versions import publish
@@ -68,15 +68,7 @@ def check_parity(model: CharLSTM, prompt: ort.InferenceSession, step: ort.Infere
     while on tunes it stays at the size of one step's rounding. A wiring fault shows at
     length 1 already."""
     rng = np.random.default_rng(0)
-    worst = {"prompt_max_abs_diff": 0.0, "chained_steps_max_abs_diff": 0.0}  # recorded in the manifest
-    beyond = 0.0  # what the check holds to PARITY_ATOL
-
-    def compare(key: str, expected, actual) -> None:
-        nonlocal beyond
-        for e, a in zip(expected, actual):
-            worst[key] = max(worst[key], float(np.abs(e.numpy() - a).max()))
-            beyond = max(beyond, beyond_tolerance(e.numpy(), a))
-
+    parity = ParityCheck("prompt_max_abs_diff", "chained_steps_max_abs_diff")  # recorded in the manifest
     layers, hidden = model.num_layers, model.hidden_size
     def run_torch(tokens, clocks, h0, c0):
         return model(*(torch.from_numpy(x) for x in (tokens, clocks, h0, c0)))
@@ -88,8 +80,8 @@ def check_parity(model: CharLSTM, prompt: ort.InferenceSession, step: ort.Infere
         c0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.1
         with torch.no_grad():
             expected = run_torch(tokens, clocks, h0, c0)
-        compare("prompt_max_abs_diff", expected,
-                prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": h0, "c0": c0}))
+        parity.compare(expected, prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": h0, "c0": c0}),
+                       "prompt_max_abs_diff")
     half = len(text_ids) // 2
 
     def two_streams(values: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -100,8 +92,8 @@ def check_parity(model: CharLSTM, prompt: ort.InferenceSession, step: ort.Infere
         zeros = np.zeros((layers, 2, hidden), dtype=np.float32)
         with torch.no_grad():
             expected = run_torch(tokens, clocks, zeros, zeros)
-        compare("prompt_max_abs_diff", expected,
-                prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": zeros, "c0": zeros}))
+        parity.compare(expected, prompt.run(None, {"tokens": tokens, "clocks": clocks, "h0": zeros, "c0": zeros}),
+                       "prompt_max_abs_diff")
 
     tokens, clocks = two_streams(text_ids, 0, 10), two_streams(text_clocks, 0, 10)
     zeros = np.zeros((layers, 2, hidden), dtype=np.float32)
@@ -115,13 +107,11 @@ def check_parity(model: CharLSTM, prompt: ort.InferenceSession, step: ort.Infere
             _, th, tc = expected
             actual = step.run(None, {"token": token, "clock": clock, "h": h, "c": c})
             _, h, c = actual
-            compare("chained_steps_max_abs_diff", expected, actual)
+            parity.compare(expected, actual, "chained_steps_max_abs_diff")
             if not np.array_equal(expected[0].numpy().argmax(-1), actual[0].argmax(-1)):
                 raise AssertionError(f"step {index}: ONNX Runtime and torch disagree on the likeliest character")
-    if beyond > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime differs from torch: {worst}, {beyond:.2e} beyond {PARITY_RTOL} of the "
-                             f"values (limit {PARITY_ATOL})")
-    return worst
+    parity.verify()
+    return parity.worst
 
 
 def export(run_dir: Path, model_dir: Path, version: str, force: bool = False, candidate: bool = False) -> Manifest:

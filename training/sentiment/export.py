@@ -16,7 +16,7 @@ from seqserve.manifest import DataSource, GraphSpec, Manifest
 from seqserve.sentiment import LABELS
 from seqserve.tokenization import TextEncoder, TruncationPolicy
 from training.checkpoints import load_best
-from training.onnx_export import (PARITY_ATOL, check_one_tokenizer, check_symbolic_axes, cpu_session, export_graph,
+from training.onnx_export import (ParityCheck, check_one_tokenizer, check_symbolic_axes, cpu_session, export_graph,
                                   manifest, signature, staged_from_run, trained_as)
 from training.sentiment import data
 from training.sentiment.evaluate import QUALITY, evaluate
@@ -29,7 +29,8 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def check_parity(model: SentimentLSTM, session: ort.InferenceSession, encoder: TextEncoder, texts: list[str]) -> float:
     """ORT vs torch on: each text alone (batch 1), a one-token input (length 1), and all texts
-    as one ragged batch, also against each text run alone. Returns the largest difference."""
+    as one ragged batch, also against each text run alone; held to PARITY_ATOL beyond PARITY_RTOL
+    of the logits' size like every task's check (`ParityCheck`). Returns the largest difference."""
     def run_torch(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
@@ -37,23 +38,21 @@ def check_parity(model: SentimentLSTM, session: ort.InferenceSession, encoder: T
     def run_ort(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return session.run(["logits"], {"input_ids": ids, "lengths": lengths})[0]
 
-    worst = 0.0
+    parity = ParityCheck("max_abs_diff")
     alone = []
     for text in texts + ["Great"]:
         ids, lengths = encoder.encode([text])
         expected = run_torch(ids, lengths)
-        worst = max(worst, float(np.abs(run_ort(ids, lengths) - expected).max()))
+        parity.compare([expected], [run_ort(ids, lengths)], "max_abs_diff")
         alone.append(expected[0])
     one_step = np.array([[encoder.unk_id]], dtype=np.int64), np.array([1], dtype=np.int64)
-    worst = max(worst, float(np.abs(run_ort(*one_step) - run_torch(*one_step)).max()))
+    parity.compare([run_torch(*one_step)], [run_ort(*one_step)], "max_abs_diff")
     ids, lengths = encoder.encode(texts)
     assert len(set(lengths.tolist())) > 1, "the ragged check needs texts of different lengths"
     ragged = run_ort(ids, lengths)
-    worst = max(worst, float(np.abs(ragged - run_torch(ids, lengths)).max()))
-    worst = max(worst, float(np.abs(ragged - np.stack(alone[: len(texts)])).max()))
-    if worst > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e} (> {PARITY_ATOL})")
-    return worst
+    parity.compare([run_torch(ids, lengths), np.stack(alone[: len(texts)])], [ragged, ragged], "max_abs_diff")
+    parity.verify()
+    return parity.worst["max_abs_diff"]
 
 
 def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,

@@ -16,7 +16,7 @@ import torch
 from seqserve.manifest import DataSource, Manifest
 from seqserve.translation import SubwordCodec, beam_search
 from training.checkpoints import load_best
-from training.onnx_export import (PARITY_ATOL, PARITY_RTOL, beyond_tolerance, check_one_tokenizer,
+from training.onnx_export import (ParityCheck, check_one_tokenizer,
                                   check_symbolic_axes, graph_specs, manifest, relabel_output_axes, staged_from_run,
                                   trained_as)
 from training.onnx_export import export_graph as dynamo_export
@@ -79,13 +79,10 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
     Padded source positions must get exactly zero attention. Every output within PARITY_ATOL
     beyond PARITY_RTOL of its size (an LSTM's cell state grows; `beyond_tolerance`). Returns the
     largest difference."""
-    worst = beyond = 0.0
+    parity = ParityCheck("max_abs_diff")
 
     def compare(expected, actual) -> None:
-        nonlocal worst, beyond
-        for e, a in zip(expected, actual):
-            worst = max(worst, float(np.abs(e.numpy() - a).max()))
-            beyond = max(beyond, beyond_tolerance(e.numpy(), a))
+        parity.compare(expected, actual, "max_abs_diff")
 
     def encode_torch(ids: np.ndarray, lengths: np.ndarray):
         with torch.no_grad():
@@ -103,8 +100,7 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
     compare(encode_torch(ids, lengths), ragged)
     for row, source in enumerate(sources):  # padding must not change a sentence's memory
         alone = run_encoder(*codec.pad([source]))
-        worst = max(worst, float(np.abs(alone[0][0] - ragged[0][row, : len(source)]).max()))
-        beyond = max(beyond, beyond_tolerance(alone[0][0], ragged[0][row, : len(source)]))
+        compare([alone[0][0]], [ragged[0][row, : len(source)]])
 
     memory, keys, h, c = ragged
     mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
@@ -125,10 +121,8 @@ def check_parity(model: Translator | TranslatorEnsemble, encoder: ort.InferenceS
         _, h, c, _ = actual
         torch_state = list(expected[1:3])
         previous = rng.integers(4, codec.vocab_size, len(sources))
-    if beyond > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime differs from torch by {worst:.2e}, {beyond:.2e} beyond {PARITY_RTOL} "
-                             f"of the values (> {PARITY_ATOL})")
-    return worst
+    parity.verify()
+    return parity.worst["max_abs_diff"]
 
 
 def check_decoding_matches_torch(model, encoder, step, codec, texts: list[str]) -> int:
