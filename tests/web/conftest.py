@@ -55,7 +55,7 @@ def chromium_path() -> Path:
 # playwright's sync API keeps an event loop running on the main thread while its browser is
 # open (asyncio.run() then fails in any later test), and the service holds every model.
 @pytest.fixture(scope="package")
-def service(chromium_path, tmp_path_factory) -> Service:
+def service(chromium_path, tmp_path_factory) -> RunningService:
     """The service with every model and no API keys, shared by the browser tests."""
     started = start_service(tmp_path_factory.mktemp("web") / "service.log")
     yield started

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
-
 from tests.conftest import REPO_ROOT
 
 STATIC = REPO_ROOT / "service" / "static"
