@@ -15,4 +15,4 @@ def test_in_process_generation_counts_the_step_loop(models_dir):
     assert result["requests_per_s"] > 0 and result["chars_per_s"] == pytest.approx(result["requests_per_s"] * 40)
     assert 1.0 <= result["mean_batch_size"] <= 2.0
     assert result["step_loop_chars_per_s"] > result["chars_per_s"]  # steps are part of each request's time
-    assert result["precision"] == "int8"  # the CPU's choice for music/5 (its manifest says int8 holds)
+    assert result["precision"] == "int8"  # the CPU's choice for music/6 (its manifest says int8 holds)
