@@ -172,17 +172,21 @@ class Loop:
     are kept in the checkpoint's state, so a resumed run reports what its start found.
     `patience` None: no early stopping; `best` None: no best checkpoint; `keep_epochs`: also
     every epoch's validated weights (`checkpoints.epoch_path`), to choose an epoch by more
-    than the validation metric afterwards."""
+    than the validation metric afterwards. `select_best` False: a refit, trained on the
+    validation split too for a number of epochs chosen before, so no epoch is chosen by it:
+    no early stopping, and `best` holds each epoch's weights (at the end, the last epoch's)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: Path, device: torch.device, *,
                  max_epochs: int, clip_grad_norm: float, patience: int | None = None, max_seconds: float = 0,
                  ema_decay: float = 0.0, lr_decay_on_plateau: float = 1.0, checkpoint: str = checkpoints.LAST,
                  best: str | None = checkpoints.BEST, keep_epochs: bool = False, summary: str | None = SUMMARY,
                  saved: dict[str, Any] | None = None, summary_fields: dict[str, Any] | None = None,
-                 facts: dict[str, Any] | None = None, label: str = "epoch", show_progress: bool = True):
+                 facts: dict[str, Any] | None = None, label: str = "epoch", show_progress: bool = True,
+                 select_best: bool = True):
         self.model, self.optimizer, self.run_dir, self.device = model, optimizer, Path(run_dir), device
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.max_epochs, self.patience, self.max_seconds = max_epochs, patience, max_seconds
+        self.select_best = select_best
+        self.max_epochs, self.patience, self.max_seconds = max_epochs, patience if select_best else None, max_seconds
         self.clip_grad_norm, self.lr_decay_on_plateau = clip_grad_norm, lr_decay_on_plateau
         self.checkpoint, self.best, self.summary = checkpoint, best, summary
         self.keep_epochs = keep_epochs
@@ -275,7 +279,7 @@ class Loop:
             state["epoch"] = epoch
             state["history"].append(record)
             score = validation[steps.metric] if steps.higher_is_better else -validation[steps.metric]
-            improved = score > state["best_score"]
+            improved = score > state["best_score"] or not self.select_best
             if improved:
                 state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             else:
@@ -305,6 +309,8 @@ class Loop:
         parts = [f"{key} " + (", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else f"{value}")
                  for key, value in record.items() if key not in ("epoch", "seconds")]
         line = f"{self.label} {record['epoch']}: {', '.join(parts)}; {record['seconds']} s"
+        if not self.select_best:
+            return line + " (refit: kept)"
         if self.best is None and self.patience is None:
             return line
         if improved:

@@ -71,6 +71,13 @@ def test_a_lower_is_better_metric_stops_and_decays_the_learning_rate_on_its_plat
     assert checkpoints.load(tmp_path / "last.pt")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0125)
 
 
+def test_a_refit_chooses_no_epoch_it_runs_them_all_and_keeps_the_last(tmp_path):
+    loop = toy_loop(tmp_path, max_epochs=4, patience=1, select_best=False)
+    summary = loop.fit(Toy(loop.model, [0.9, 0.5, 0.4, 0.3]))
+    assert summary["stopped"] == "max_epochs" and summary["epochs_run"] == 4 and summary["best_epoch"] == 4
+    assert checkpoints.load(tmp_path / "best.pt")["epoch"] == 4
+
+
 def test_the_time_budget_stops_after_the_epoch_that_passes_it(tmp_path):
     loop = toy_loop(tmp_path, patience=3, max_seconds=1e-9)
     summary = loop.fit(Toy(loop.model))

@@ -78,6 +78,7 @@ class Train(Section):
     oversample: dict[str, Positive]
     domains: list[str] = []     # [domains] whose training table joins training (see data.load_domain_training)
     init_from: str = ""         # a run folder whose best weights start this run (fine-tuning); "" none
+    refit: bool = False         # also train on the validation split, for max_epochs (no early stopping)
     max_epochs: Count
     patience: Count
     max_seconds: Seconds

@@ -165,10 +165,15 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     # Other domains join after the tokenizer is built: the vocabulary stays the film reviews',
     # so this model can share one tokenizer (and one ensemble graph) with film-only ones.
     # train_examples / validation_examples cap the film rows and each domain's rows apart.
+    # A refit trains on the validation rows too, also joining after the tokenizer (same reason).
+    if settings.refit:
+        train_rows = train_rows + validation_rows
     for name in settings.domains:
         domain = data.load_domain_training(name)
-        train_rows = train_rows + subsample(domain["train"], settings.train_examples, settings.seed)
-        validation_rows = validation_rows + subsample(domain["validation"], settings.validation_examples, settings.seed)
+        domain_validation = subsample(domain["validation"], settings.validation_examples, settings.seed)
+        train_rows = (train_rows + subsample(domain["train"], settings.train_examples, settings.seed)
+                      + (domain_validation if settings.refit else []))
+        validation_rows = validation_rows + domain_validation
     train_sequences = encoder.token_ids([r["text"] for r in train_rows])
     validation_sequences = encoder.token_ids([r["text"] for r in validation_rows])
 
@@ -199,8 +204,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, device: str = "au
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loop = Loop.from_config(config, model, optimizer, run_dir, device_, model_args,
                             (len(train_rows), len(validation_rows)), resume_fine_tuning, progress,
-                            ema_decay=settings.ema_decay,
+                            ema_decay=settings.ema_decay, select_best=not settings.refit,
                             facts={"initialised_from": settings.init_from or None,
+                                   "refit_on_validation_too": settings.refit or None,
                                    "pretrained_vectors_used": initialised or None,
                                    "words_from_pretrained_vectors_only": (encoder.vocab_size - trained_words) or None,
                                    "language_model_pretraining": language_model})
