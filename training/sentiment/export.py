@@ -109,9 +109,13 @@ def export(run_dir: Path, model_dir: Path, version: str, force: bool = False,
 
 
 def trained_on(members: list[tuple[SentimentLSTM, dict[str, Any]]]) -> str:
-    """What the members were trained on, for the description: movie reviews, and each other
-    domain (train.domains) with how many members saw it."""
-    said = ["trained on movie reviews"]
+    """What the members were trained on, for the description: movie reviews (with the
+    validation split too where a member is a refit), and each other domain (train.domains)
+    with how many members saw it."""
+    refits = sum(bool(checkpoint["config"]["train"].get("refit")) for _, checkpoint in members)
+    said = ["trained on movie reviews" + ("" if not refits else " (training and validation splits)"
+                                          if refits == len(members) else
+                                          f" (training and validation splits for {refits} of {len(members)} members)")]
     for name in sorted({n for _, checkpoint in members for n in checkpoint["config"]["train"].get("domains", [])}):
         seen = sum(name in checkpoint["config"]["train"].get("domains", []) for _, checkpoint in members)
         said.append(f"{name} reviews" + (f" for {seen} of {len(members)} members" if len(members) > 1 else ""))
