@@ -138,7 +138,7 @@ class SentimentResult(BaseModel):
 class SentimentResponse(SentimentResult):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "label": "positive", "score": 0.97,
-        "probabilities": {"negative": 0.03, "positive": 0.97}, "model": "sentiment/5"}]})
+        "probabilities": {"negative": 0.03, "positive": 0.97}, "model": "sentiment/6"}]})
 
     model: str = Field(description="<name>/<version> of the model that answered")
 
@@ -147,7 +147,7 @@ class SentimentBatchResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "results": [{"label": "positive", "score": 0.98, "probabilities": {"negative": 0.02, "positive": 0.98}},
                     {"label": "negative", "score": 0.99, "probabilities": {"negative": 0.99, "positive": 0.01}}],
-        "model": "sentiment/5"}]})
+        "model": "sentiment/6"}]})
 
     results: list[SentimentResult]
     model: str
