@@ -20,17 +20,12 @@ ADDED_SINCE_MODEL = {"translate": {"encoder_layers": 1}}
 # manifest records the settings it ran with and how many epochs it ran, checked here).
 STOPPED_BY_HAND = {("translate", "full_encoder2"): "max_epochs"}
 
-# The profile of each member of the committed sentiment ensemble, in order (a member's
-# manifest names the profile it was run with, which for B was `full` plus --set values that
-# `full_pretrained` now holds).
-SENTIMENT_MEMBER_PROFILES = ["full", "full_pretrained_fine_foods", "full_pretrained_fine_foods_seed8"]
+# The profile of each member of the committed sentiment ensemble, in order (sentiment/6: each
+# member's manifest names it too).
+SENTIMENT_MEMBER_PROFILES = ["full_refit", "full_pretrained_fine_foods_refit", "full_pretrained_fine_foods_seed8_refit"]
 
 # Runs made with `--profile full` and `--set` values that a named profile now holds.
 RUN_AS = {("music", "full"): "full_dropout75_seed8"}  # music/6: dropout 0.75, seed 8, keep_epochs, no budget
-
-# Members that started from weights `python -m training recover` read out of an older
-# version's graph: that run folder holds what the profile's init_from trains from scratch.
-RECOVERED_AS = {"runs/sentiment/recovered-4/member-0": "runs/sentiment/full_pretrained"}  # sentiment/4's B
 
 
 def committed(task: str) -> Manifest:
@@ -44,7 +39,7 @@ def test_the_sentiment_profiles_are_the_committed_members_settings():
         config = load_config("sentiment", profile).model_dump()
         added = {key: value for key, value in ADDED_SINCE["sentiment"].items() if key not in member["train"]}
         trained = {**member["train"], **added}
-        trained["init_from"] = RECOVERED_AS.get(trained["init_from"], trained["init_from"])
+        assert member["profile"] == profile
         assert trained == config["train"] and member["tokenizer"] == config["tokenizer"]
         assert {k: member["model"][k] for k in ("embed_dim", "hidden_size", "attention_pooling")} == \
             {k: config["model"][k] for k in ("embed_dim", "hidden_size", "attention_pooling")}

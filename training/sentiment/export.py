@@ -113,9 +113,9 @@ def trained_on(members: list[tuple[SentimentLSTM, dict[str, Any]]]) -> str:
     validation split too where a member is a refit), and each other domain (train.domains)
     with how many members saw it."""
     refits = sum(bool(checkpoint["config"]["train"].get("refit")) for _, checkpoint in members)
-    said = ["trained on movie reviews" + ("" if not refits else " (training and validation splits)"
-                                          if refits == len(members) else
-                                          f" (training and validation splits for {refits} of {len(members)} members)")]
+    splits = ("" if not refits else " (training and validation splits)" if refits == len(members)
+              else f" (training and validation splits for {refits} of {len(members)} members)")
+    said = ["trained on movie reviews" + splits]
     for name in sorted({n for _, checkpoint in members for n in checkpoint["config"]["train"].get("domains", [])}):
         seen = sum(name in checkpoint["config"]["train"].get("domains", []) for _, checkpoint in members)
         said.append(f"{name} reviews" + (f" for {seen} of {len(members)} members" if len(members) > 1 else ""))
