@@ -3,7 +3,7 @@ each (the working tree included), put it back together there, and bring results 
 
 For the GPU check (`--for check`, the default): the committed fp32 graphs (about 150 MB) and
 the onnxruntime-gpu wheel for the machine's Python 3.12 (about 256 MB), more than one call may
-carry. For training there (`--for train --task T`): each task's prepared data cache and the
+carry, and pydantic's wheels (the manifest's types). For training there (`--for train --task T`): each task's prepared data cache and the
 wheels `python -m training` needs that the machine lacks (pydantic's), usually one call. Each
 part is moved on arrival into `.stash/`, an ignored folder that persists there between calls
 made back to back while the machine stays warm; the last call joins them (every file's sha256
@@ -11,8 +11,8 @@ checked) and runs the work. A checkpoint comes back through $OUT, whose files ar
 16 MiB: `send-back` writes it in parts (best.pt without its optimizer state), `take-back` joins
 them here.
 
-Here, before the calls (stdlib only; the project's .venv/bin/python for `--for train`, which
-pins the wheels to the versions installed here):
+Here, before the calls (stdlib only; run by the project's .venv/bin/python, which pins the
+pydantic wheels both purposes carry to the versions installed here):
 
     python3 scripts/device_carry.py pack      # .carry/call-NN/ folders, each under the budget; prints the calls
     python3 scripts/device_carry.py aside     # models/ -> .carry/aside/ so the tree travels small
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         for task, folder in caches.items():
             if not (folder / "meta.json").is_file():
                 parser.error(f"{folder} holds no prepared data: run `python -m training data {task}` first")
-        specs = training_wheels() if training else [WHEEL]
+        specs = training_wheels() + ([] if training else [WHEEL])  # gpu_check reads manifests with pydantic
         wheels = args.wheel if args.wheel is not None else fetch_wheels(root, specs)
         folders = pack(root, wheels, args.with_int8, args.part_bytes, models=not training, caches=caches)
         plan = json.loads((folders[0] / PLAN).read_text())

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     cuda_mem_limit_bytes: int = Field(0, ge=0, description="GPU memory arena cap; 0: no cap")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "HEURISTIC", description="how cuDNN picks convolution algorithms (CUDA provider option)")
+    # Off: on an H200 (scripts/gpu_check, 2026-11-30) TF32 moved music/6's logits 3.0e-3 from the
+    # CPU's over 100 chained steps (8e-6 without it) and was no faster for these small LSTMs.
+    cuda_tf32: bool = Field(False, description="let the CUDA provider use TensorFloat-32 in matrix products "
+                                               "(faster on large ones, about 3 decimal digits)")
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
 

@@ -92,7 +92,8 @@ def choose_precision(manifest: Manifest, requested: str, device: str) -> tuple[s
 def cuda_options(settings: Settings) -> dict[str, str]:
     options = {"device_id": str(settings.cuda_device_id),
                "arena_extend_strategy": settings.cuda_arena_extend_strategy,
-               "cudnn_conv_algo_search": settings.cudnn_conv_algo_search}
+               "cudnn_conv_algo_search": settings.cudnn_conv_algo_search,
+               "use_tf32": "1" if settings.cuda_tf32 else "0"}
     if settings.cuda_mem_limit_bytes:
         options["gpu_mem_limit"] = str(settings.cuda_mem_limit_bytes)
     return options

@@ -52,3 +52,10 @@ def test_auto_plans_the_device_the_probe_finds(models_dir):
     assert precision == "int8", reason
     session = runtime.create_session(models_dir / "sentiment" / manifest.version / "model.int8.onnx", settings)
     assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_cuda_provider_options_leave_tf32_off_unless_asked():
+    """TF32 moved music/6's chained logits 3.0e-3 from the CPU's on an H200 (8e-6 without):
+    the service asks the CUDA provider for full fp32 unless SEQSERVE_CUDA_TF32 says otherwise."""
+    assert runtime.cuda_options(Settings())["use_tf32"] == "0"
+    assert runtime.cuda_options(Settings(cuda_tf32=True))["use_tf32"] == "1"
