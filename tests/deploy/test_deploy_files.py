@@ -93,6 +93,26 @@ def test_kubernetes_manifests_validate():
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_gpu_check_fp16_variant_keeps_float32_inputs_and_outputs():
+    """The float16 variant the GPU check times: weights in float16, the graph's inputs and
+    outputs still float32, so the check (and the service's callers) feed it unchanged. Its
+    sessions run only on CUDA (ONNX Runtime's CPU provider crashes on a float16 LSTM)."""
+    import importlib.util
+
+    import onnx
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    step = served("music") / "step.onnx"
+    fp32, fp16 = onnx.load(str(step)), onnx.load_from_string(gpu_check.fp16_graph(step))
+    io_types = lambda model: [(v.name, v.type.tensor_type.elem_type) for v in [*model.graph.input, *model.graph.output]]  # noqa: E731
+    assert io_types(fp16) == io_types(fp32)
+    weights = [t for t in fp16.graph.initializer if t.dims and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert len(fp16.SerializeToString()) < 0.6 * step.stat().st_size
+
+
 @pytest.mark.slow  # runs every graph on two providers
 def test_gpu_check_runs_dry_on_the_cpu(tmp_path):
     """scripts/gpu_check.py compared CPU with CPU: the code path a GPU machine runs, minus CUDA."""
