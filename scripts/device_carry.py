@@ -3,8 +3,9 @@ each (the working tree included), put it back together there, and bring results 
 
 For the GPU check (`--for check`, the default): the committed fp32 graphs (about 150 MB) and
 the onnxruntime-gpu wheel for the machine's Python 3.12 (about 256 MB), more than one call may
-carry, and pydantic's wheels (the manifest's types). For training there (`--for train --task T`): each task's prepared data cache and the
-wheels `python -m training` needs that the machine lacks (pydantic's), usually one call. Each
+carry, and pydantic's wheels (the manifest's types). For training there (`--for train --task
+T`): each task's prepared data cache and the wheels `python -m training` needs that the machine
+lacks (pydantic's), usually one call. Each
 part is moved on arrival into `.stash/`, an ignored folder that persists there between calls
 made back to back while the machine stays warm; the last call joins them (every file's sha256
 checked) and runs the work. A checkpoint comes back through $OUT, whose files are capped at

@@ -19,7 +19,8 @@ PROFILES = {"sentiment": ["smoke", "full", "full_pretrained", "full_fine_foods",
                           "full_pretrained_fine_foods_seed8", "full_pretrained_long", "full_pretrained_long_fine_foods",
                           "full_refit", "full_pretrained_refit", "full_pretrained_fine_foods_refit",
                           "full_pretrained_fine_foods_seed8_refit"],
-            "music": ["smoke", "full", "full_dropout75_seed8"], "translate": ["smoke", "full", "full_ema", "full_encoder2", "full_swa", "gpu_encoder2",
+            "music": ["smoke", "full", "full_dropout75_seed8"],
+            "translate": ["smoke", "full", "full_ema", "full_encoder2", "full_swa", "gpu_encoder2",
                           "gpu_encoder2_decoder1024"]}
 
 
