@@ -45,6 +45,7 @@ class ServiceProcess:
                 pass
             time.sleep(0.05)
         self.process.kill()
+        self.process.wait()  # reaped, so that log_tail reads what it wrote
         raise TimeoutError(f"service not ready in {self.ready_timeout_s:g} s: {self.log_tail()}")
 
     def log_tail(self, chars: int = 2000) -> str:

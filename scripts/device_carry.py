@@ -13,15 +13,17 @@ checked) and runs the work. A checkpoint comes back through $OUT, whose files ar
 them here.
 
 Here, before the calls (stdlib only; run by the project's .venv/bin/python, which pins the
-pydantic wheels both purposes carry to the versions installed here):
+wheels it carries to the versions installed here):
 
-    python3 scripts/device_carry.py pack      # .carry/call-NN/ folders, each under the budget; prints the calls
-    python3 scripts/device_carry.py aside     # models/ -> .carry/aside/ so the tree travels small
+    .venv/bin/python scripts/device_carry.py pack     # .carry/call-NN/ folders, each under the budget; prints the calls
+                                                      # (--with-service: also what the load benchmark needs there)
+    python3 scripts/device_carry.py aside             # models/ -> .carry/aside/ so the tree travels small
 
 Then one `run` per call folder, in order, each carrying only its folder:
 
     call 1 .. K-1:  python3 scripts/device_carry.py receive
-    call K:         python3 scripts/device_carry.py receive && python3 scripts/device_carry.py join && scripts/gpu_check
+    call K:         python3 scripts/device_carry.py receive && python3 scripts/device_carry.py join &&
+                    SEQSERVE_CACHE_DIR=$PWD/.stash/cache GPU_CHECK_OUT=$OUT/gpu_check.json scripts/gpu_check
 
 and afterwards, here: `python3 scripts/device_carry.py restore` (models/ back in place), and
 for a training run `python3 scripts/device_carry.py take-back <files_at> --to runs/<task>/<name>`.
@@ -52,6 +54,17 @@ WHEEL = "onnxruntime-gpu==1.31.1"
 # What `python -m training` imports that the lent machine lacks (it has torch, numpy, tokenizers,
 # onnx, onnxscript, onnxruntime, sacrebleu, tqdm, pandas and typing-extensions).
 TRAINING_PACKAGES = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
+# What the service and `python -m benchmarks` import beyond those that the lent machine lacks
+# (`--with-service`, so that scripts/gpu_check runs the load benchmark there), and what of the
+# service's needs it has. tests/scripts/test_device_carry.py checks the two cover the service's
+# requirements as installed here.
+SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "httptools", "pydantic-settings", "python-dotenv",
+                    "opentelemetry-api", "music21", "chardet", "jsonpickle", "more-itertools", "webcolors",
+                    "pebble", "limits", "deprecated")
+DEVICE_HAS = ("numpy", "tokenizers", "anyio", "h11", "click", "typing-extensions", "annotated-doc",
+              "packaging", "joblib", "matplotlib", "requests", "wrapt", "prometheus-client", "uvloop", "httpx",
+              "aiohttp")
+BENCHMARK_TASKS = ("sentiment", "translate")  # whose test splits the load benchmark sends
 RETURN_FILE_LIMIT, RETURN_FILES, RETURN_LIMIT = 16 * MIB, 8, 64 * MIB  # what $OUT brings back from one call
 BACK = "back.json"
 
@@ -84,26 +97,28 @@ def fetch_wheels(root: Path, specs: list[str]) -> list[Path]:
     """Wheels for the lent machine's Python (`NAME==VERSION` each), downloaded into .whl/ once."""
     target = root / ".whl"
     tag = "cp" + WHEEL_PYTHON.replace(".", "")
+    fits = lambda wheel: f"-{tag}-" in wheel.name or wheel.name.endswith("-none-any.whl")  # noqa: E731 (pure: py3, py2.py3)
     found = []
     for spec in specs:
         name, version = spec.split("==")
         pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-        wheels = [w for w in target.glob(pattern) if f"-{tag}-" in w.name or "-py3-none-" in w.name]
+        wheels = [w for w in target.glob(pattern) if fits(w)]
         if not wheels:
             subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                             "--python-version", WHEEL_PYTHON, "--implementation", "cp",
                             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
                             "--platform", "manylinux_2_17_x86_64", "-d", str(target), spec], check=True)
-            wheels = [w for w in target.glob(pattern) if f"-{tag}-" in w.name or "-py3-none-" in w.name]
+            wheels = [w for w in target.glob(pattern) if fits(w)]
         found.append(sorted(wheels)[-1])
     return found
 
 
-def training_wheels() -> list[str]:
-    """What `python -m training` needs that the lent machine lacks (its KINDS.md list): pydantic
-    and its own needs, at the versions installed here."""
+def installed_wheels(names: tuple[str, ...]) -> list[str]:
+    """`NAME==VERSION` for each of `names` at the version installed here (what the lent machine
+    lacks, from its KINDS.md list: pydantic and its needs for training and the check, the
+    service stack for the benchmark)."""
     try:
-        return [f"{name}=={version(name)}" for name in TRAINING_PACKAGES]
+        return [f"{name}=={version(name)}" for name in names]
     except PackageNotFoundError as missing:
         raise SystemExit(f"{missing} is not installed in this interpreter: run pack with the project's "
                          ".venv/bin/python, or name the wheels with --wheel") from None
@@ -329,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                              "data of each --task and the wheels `python -m training` needs there")
     parser.add_argument("--task", action="append", default=[], help="train: a task whose data cache travels")
     parser.add_argument("--wheel", type=Path, action="append", help="the wheels to carry instead of the default ones")
+    parser.add_argument("--with-service", action="store_true",
+                        help="check: also the service stack's wheels, the int8 graphs and the sentiment and "
+                             "translation data caches, so that scripts/gpu_check runs the load benchmark on the GPU")
     parser.add_argument("--with-int8", action="store_true", help="also carry the int8 graphs")
     parser.add_argument("--part-bytes", type=int, help="a part's size (default: what 64 MiB leaves beside the tree)")
     parser.add_argument("--out", type=Path, help="send-back: where the parts go ($OUT)")
@@ -339,20 +357,28 @@ def main(argv: list[str] | None = None) -> int:
         training = args.purpose == "train"
         if training and not args.task:
             parser.error("--for train needs at least one --task")
-        caches = {task: cache_dir() / task for task in args.task}
+        if training and args.with_service:
+            parser.error("--with-service is for the check (--for check)")
+        caches = {task: cache_dir() / task for task in args.task + list(BENCHMARK_TASKS if args.with_service else ())}
         for task, folder in caches.items():
             if not (folder / "meta.json").is_file():
                 parser.error(f"{folder} holds no prepared data: run `python -m training data {task}` first")
-        specs = training_wheels() + ([] if training else [WHEEL])  # gpu_check reads manifests with pydantic
+        # gpu_check reads manifests with pydantic; the benchmark needs the service stack.
+        specs = installed_wheels(TRAINING_PACKAGES + (SERVICE_PACKAGES if args.with_service else ())) \
+            + ([] if training else [WHEEL])
         wheels = args.wheel if args.wheel is not None else fetch_wheels(root, specs)
-        folders = pack(root, wheels, args.with_int8, args.part_bytes, models=not training, caches=caches)
+        # The service refuses a version whose files do not all match its manifest: int8 graphs too.
+        folders = pack(root, wheels, args.with_int8 or args.with_service, args.part_bytes, models=not training,
+                       caches=caches)
         plan = json.loads((folders[0] / PLAN).read_text())
         beside = f" beside a {plan['tree_bytes'] / MIB:.1f} MiB tree" if plan["tree_bytes"] is not None else ""
         print(f"{len(folders)} calls, parts of at most {plan['budget_bytes'] / MIB:.1f} MiB{beside}:")
         last = ("python3 scripts/device_carry.py join && python3 -m pip install -q --no-index --no-deps --target "
                 "/tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site SEQSERVE_CACHE_DIR=$PWD/.stash/cache && "
                 "python3 -m training train <task> --device cuda --run-dir .stash/runs/<name> --no-progress && "
-                "python3 scripts/device_carry.py send-back .stash/runs/<name> --out $OUT") if training else "python3 scripts/device_carry.py join && scripts/gpu_check"
+                "python3 scripts/device_carry.py send-back .stash/runs/<name> --out $OUT") if training else (
+                "python3 scripts/device_carry.py join && SEQSERVE_CACHE_DIR=$PWD/.stash/cache "
+                "GPU_CHECK_OUT=$OUT/gpu_check.json scripts/gpu_check")
         for number, folder in enumerate(folders, start=1):
             command = "python3 scripts/device_carry.py receive" + (f" && {last}" if number == len(folders) else "")
             size = sum(p.stat().st_size for p in folder.iterdir()) / MIB

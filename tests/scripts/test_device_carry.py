@@ -135,3 +135,33 @@ def test_a_checkpoint_comes_back_in_parts_of_16_mib_without_its_optimizer_state(
     (out / "best.pt.part-001").write_bytes(b"broken")
     with pytest.raises(SystemExit, match="sha256"):
         device_carry.take_back(out, tmp_path / "runs" / "gpu2")
+
+
+def test_the_service_carry_and_the_device_cover_the_service_requirements():
+    """What `pack --with-service` carries, with what the lent machine has, is all that the
+    service's dependencies require (as installed here, without extras): a dependency added to
+    pyproject.toml and missing from the carry fails here rather than on a GPU machine."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    carried = {canonicalize_name(n) for n in device_carry.SERVICE_PACKAGES + device_carry.TRAINING_PACKAGES}
+    present = {canonicalize_name(n) for n in device_carry.DEVICE_HAS} | {"onnxruntime-gpu"}  # its own carry
+
+    def needs(name: str) -> list[str]:
+        requirements = [Requirement(r) for r in distribution(name).requires or []]
+        return [canonicalize_name(r.name) for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+    missing, seen, todo = set(), set(), needs("seqserve")
+    while todo:
+        name = todo.pop()
+        if name in seen or name in present:
+            continue
+        seen.add(name)
+        if name not in carried:
+            missing.add(name)
+            continue
+        todo += needs(name)
+    assert not missing, f"neither carried by --with-service nor on the lent machine: {sorted(missing)}"
+    assert not carried - seen - {"httptools"}, "carried but needed by nothing (httptools: uvicorn's [standard] extra)"
