@@ -382,24 +382,33 @@ def _unknown_names(codec: SubwordCodec, source: Source) -> list[tuple[int, int, 
     return names
 
 
-def spelled_back(run: list[str], word: str) -> bool:
+def spelled_through(run: list[str], word: str) -> int | None:
     """Whether target pieces `run`, which attended to the source name `word`, are the model
-    writing a name piece by piece (and likely garbling it: "Kowal" for "Kowalczyk") rather
-    than translating: a word of the run made of several pieces, starting with a capital (or
-    with a bare word-start piece), and not the name itself up to accents ("Berlín" for
-    "Berlin" stays). A run of whole vocabulary words ("lunes" for "Mondays") or in lower case
-    ("septiembre", "italia": Spanish writes days, months, languages and nationalities in lower
-    case) is the model's own translation and is never overwritten."""
-    words: list[list[str]] = []
-    for piece in run:
+    writing that name piece by piece (and likely garbling it: "Kowal" for "Kowalczyk") rather
+    than translating, and if so how many of them to replace: up to the end of the run's last
+    word that spells the name. A word spells it if it is made of several pieces and starts
+    with a capital (or with a bare word-start piece: "▁ io b ono" for Siobhan). None where no
+    word does, or where one is the name itself up to accents ("Berlín" for "Berlin" stays): a
+    run of whole vocabulary words ("lunes" for "Mondays") or in lower case ("septiembre",
+    "italia": Spanish writes days, months, languages and nationalities in lower case) is the
+    model's own translation and is never overwritten. Words after the last spelling one stay:
+    attention runs a step behind, so the word after a name often looks at it ("murió" in
+    "Cesar Chavez murió en 1993")."""
+    words: list[tuple[int, list[str]]] = []  # (index of its first piece in `run`, its pieces)
+    for i, piece in enumerate(run):
         if piece.startswith("▁") or not words:
-            words.append([])
-        words[-1].append(piece)
-    spelled = [parts for parts in words if len(parts) > 1]
-    if any(_folded("".join(parts).lstrip("▁")) == _folded(word) for parts in spelled):
-        return False
-    # A capital, or a word begun with a bare "▁" piece ("▁ io b ono" for Siobhan): a name spelled out.
-    return any("".join(parts).lstrip("▁")[:1].isupper() or parts[0] == "▁" for parts in spelled)
+            words.append((i, []))
+        words[-1][1].append(piece)
+    through = None
+    for first, parts in words:
+        if len(parts) < 2:
+            continue
+        text = "".join(parts).lstrip("▁")
+        if _folded(text) == _folded(word):
+            return None
+        if text[:1].isupper() or parts[0] == "▁":
+            through = first + len(parts)
+    return through
 
 
 def _folded(text: str) -> str:
@@ -409,8 +418,8 @@ def _folded(text: str) -> str:
 def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) -> list[str]:
     """The target pieces with numbers and unknown names copied from the source (the model
     spells those piece by piece and often garbles them): a target run that attended to one is
-    replaced by the source's own text (a name only where the run spelled it back, see
-    `spelled_back`). Then the set-aside characters go back in, after the
+    replaced by the source's own text (a name only where the run spelled it back, and only
+    through that spelling, see `spelled_through`). Then the set-aside characters go back in, after the
     piece that attended most to where they were."""
     pieces = codec.tokens(hypothesis.ids)
     if not pieces:
@@ -450,10 +459,11 @@ def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) 
             high += 1
         if any(out[i] is None for i in range(low, high + 1)):
             continue
-        if not spelled_back(pieces[low : high + 1], word):
+        through = spelled_through(pieces[low : high + 1], word)
+        if through is None:
             continue  # the model translated it ("Mondays" -> "lunes"): its word stays
         out[low] = ("▁" if pieces[low].startswith("▁") else "") + word
-        out[low + 1 : high + 1] = [None] * (high - low)
+        out[low + 1 : low + through] = [None] * (through - 1)
 
     for anchor, chars in reversed(source.set_aside):
         if anchor < 0:

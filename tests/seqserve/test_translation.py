@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from seqserve.manifest import Manifest, newest_version_dir
-from seqserve.translation import BeamBatch, SubwordCodec, beam_search
+from seqserve.translation import BeamBatch, SubwordCodec, beam_search, spelled_through
 
 SENTENCES = ["I have never been to Spain.", "Where is the station?", "Tom bought three books yesterday.",
              "It's raining.", "Hello!", "She told me that she would come back before nine o'clock tonight."]
@@ -111,3 +111,15 @@ def test_top_tokens_are_what_a_full_sort_puts_first(vocab):
         assert np.array_equal(ids[live], expected[live])
         assert np.array_equal(values, np.take_along_axis(log_probs, expected, axis=1))
         assert ids[5, :2].tolist() == [vocab - 1, 1][:k]
+
+
+@pytest.mark.parametrize("run, name, through", [
+    (["▁Ch", "ar", "ia", "▁murió"], "Chavez", 3),  # the next word looked at the name: it stays
+    (["▁La", "▁", "ub", "icación"], "Xiomara", 4),  # a lead-in before the spelling goes with it
+    (["▁Kow", "al", "▁en", "▁Sas", "kon"], "Kowalczyk", 5),  # through the last spelling word
+    (["▁lunes"], "Mondays", None),  # a vocabulary word: the model's translation
+    (["▁septiem", "bre"], "September", None),  # in lower case: Spanish months are
+    (["▁Berl", "ín"], "Berlin", None),  # the name itself, with its accent
+])
+def test_a_copied_name_replaces_its_spelling_and_nothing_after_it(run, name, through):
+    assert spelled_through(run, name) == through

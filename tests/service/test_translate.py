@@ -112,6 +112,8 @@ def test_the_model_translates(client):
     ("Zebulon bought 1,234 apples.", ["Zebulon", "1,234"]),
     ("Call me at 555-0199 tomorrow.", ["555-0199"]),
     ("Kwabena and Siobhan went to Reykjavik.", ["Kwabena", "Siobhan", "Reykjavik"]),
+    # the verb after the names looked at them; the copies must not take its place
+    ("Kwame Nkrumah died in 1972.", ["Kwame", "Nkrumah", "murió", "1972"]),
 ])
 def test_unknown_names_and_numbers_are_copied_not_garbled(client, text, kept):
     translation = translate(client, text=text, beam_size=4)["translation"]
