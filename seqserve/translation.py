@@ -419,8 +419,8 @@ def restore_copies(codec: SubwordCodec, source: Source, hypothesis: Hypothesis) 
     """The target pieces with numbers and unknown names copied from the source (the model
     spells those piece by piece and often garbles them): a target run that attended to one is
     replaced by the source's own text (a name only where the run spelled it back, and only
-    through that spelling, see `spelled_through`). Then the set-aside characters go back in, after the
-    piece that attended most to where they were."""
+    through that spelling, see `spelled_through`). Then the set-aside characters go back in,
+    after the piece that attended most to where they were."""
     pieces = codec.tokens(hypothesis.ids)
     if not pieces:
         return [chars for _, chars in source.set_aside]
